@@ -1,0 +1,117 @@
+"""What the engine expects of a method, and what it hands to one.
+
+A method owns its algorithm (how one window of frames becomes its output, how one training
+step computes its losses, which parameters train, how its released checkpoints load). The
+engine owns reading, padding, tiles, temporal windows, blending, writing, progress,
+checkpoints and distribution. See docs/design.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # torch stays out of `import vsrkit`
+    import torch
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """How the engine must cut and pad the input before calling :meth:`Method.upscale`.
+
+    Args:
+        scale: Output size / input size (integer, same for H and W).
+        frame_multiple: Window lengths are padded (repeating the last frame) to
+            ``frame_multiple * k + frame_offset`` frames. ``(8, 1)`` means 8k+1; ``(1, 0)`` any.
+        frame_offset: See ``frame_multiple``.
+        spatial_multiple: Input H and W are padded to a multiple of this (in input pixels).
+        pad_mode: ``"replicate"``, ``"reflect"`` or ``"constant"`` (zeros, i.e. -1 after
+            normalisation is *not* used: constant pads with 0 in [0, 255] space = -1).
+        window: Preferred temporal window in input frames; ``None`` processes the clip whole.
+        overlap: Frames shared by consecutive windows (blended).
+        stride_multiple: The window stride (``window - overlap``) must be a multiple of this
+            (SparkVSR keeps keyframe latent slots aligned with 4).
+        tile: Spatial tile edge in input pixels; ``None`` for no tiling.
+        tile_overlap: Input pixels shared by neighbouring tiles (blended).
+        uses_keyframes: Whether the engine should select and prepare HR keyframes.
+    """
+
+    scale: int
+    frame_multiple: int = 1
+    frame_offset: int = 0
+    spatial_multiple: int = 1
+    pad_mode: str = "replicate"
+    window: int | None = None
+    overlap: int = 0
+    stride_multiple: int = 1
+    tile: int | None = None
+    tile_overlap: int = 0
+    uses_keyframes: bool = False
+
+    def __post_init__(self):
+        if self.scale < 1:
+            raise ValueError(f"`scale` must be >= 1. Got {self.scale}.")
+        if self.pad_mode not in ("replicate", "reflect", "constant"):
+            raise ValueError(f"`pad_mode` must be one of ['replicate', 'reflect', 'constant']. Got {self.pad_mode}.")
+        if self.window is not None and self.overlap >= self.window:
+            raise ValueError(f"`overlap` ({self.overlap}) must be smaller than `window` ({self.window}).")
+        if self.tile is not None and self.tile_overlap >= self.tile:
+            raise ValueError(f"`tile_overlap` ({self.tile_overlap}) must be smaller than `tile` ({self.tile}).")
+
+    def padded_length(self, frames: int) -> int:
+        """Smallest length >= ``frames`` that satisfies the frame rule."""
+        m, r = self.frame_multiple, self.frame_offset
+        if frames <= r:
+            return r if r > 0 else m
+        k = -(-(frames - r) // m)
+        return m * k + r
+
+
+@dataclass
+class WindowContext:
+    """What the engine knows about the window it passes to :meth:`Method.upscale`.
+
+    Args:
+        frame_start: Index in the whole clip of the window's first frame.
+        num_valid: Frames of the window that are real (the rest are padding).
+        keyframes: ``{index within the window: (C, H*scale, W*scale) float32 tensor in [-1, 1]}``,
+            already cropped to the window's tile and sized to the padded output.
+        generator: Seeded generator for any sampling the method does.
+        spatial_offset: ``(y, x)`` of the tile's top-left corner in padded input pixels.
+    """
+
+    frame_start: int = 0
+    num_valid: int = 0
+    keyframes: dict = field(default_factory=dict)
+    generator: Any = None
+    spatial_offset: tuple = (0, 0)
+
+
+@runtime_checkable
+class Method(Protocol):
+    """The interface every registered method implements (no base class: see docs/design.md)."""
+
+    def window_spec(self) -> WindowSpec: ...
+
+    def load(self, device: "torch.device", dtype: "torch.dtype") -> None: ...
+
+    def upscale(self, lq: "torch.Tensor", context: WindowContext) -> "torch.Tensor":
+        """``lq (B, C, T, H, W)`` float32 in [-1, 1] -> ``(B, C, T, H*scale, W*scale)`` float32 in [-1, 1]."""
+        ...
+
+
+@runtime_checkable
+class TrainableMethod(Method, Protocol):
+    """A method the training engine can train."""
+
+    def setup_training(self, device: "torch.device") -> None: ...
+
+    def trainable_parameters(self) -> list: ...
+
+    def training_step(self, batch: dict) -> tuple["torch.Tensor", dict]: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+    def export(self, directory: str) -> None: ...
