@@ -100,9 +100,70 @@ class Method(Protocol):
         ...
 
 
+@dataclass
+class OptimizerGroup:
+    """One optimizer of a method that trains several parameter sets (optional, see below).
+
+    A method that needs more than one optimizer (a generator and a fake-score model trained
+    alongside it, as DMD-style distillation does) implements ``optimizer_groups()`` returning
+    these, in the order they step within one training step. Fields left at ``None`` take the
+    run's ``train.*`` value.
+
+    Args:
+        name: Short name (``"generator"``, ``"fake_score"``); passed to ``training_step`` and used
+            in log keys and checkpoint files.
+        params: The ``torch.nn.Parameter`` objects this optimizer updates (disjoint from every
+            other group's).
+        lr: Learning rate (``train.optimizer.lr`` if None).
+        betas: AdamW betas (``train.optimizer.betas`` if None).
+        weight_decay: AdamW weight decay (``train.optimizer.weight_decay`` if None).
+        max_grad_norm: Gradient clipping norm, 0 disables (``train.max_grad_norm`` if None).
+        every: Step this group only on training steps ``start_step + k * every`` (DMD2 updates the
+            generator once per 5 fake-score updates: ``every=5`` on the generator).
+        start_step: First training step on which this group steps (e.g. a discriminator that
+            starts at step 500).
+        ema: Whether ``train.ema_decay`` averages these parameters (usually the generator only).
+    """
+
+    name: str
+    params: list
+    lr: float | None = None
+    betas: tuple | None = None
+    weight_decay: float | None = None
+    max_grad_norm: float | None = None
+    every: int = 1
+    start_step: int = 0
+    ema: bool = True
+
+    def __post_init__(self):
+        if self.every < 1:
+            raise ValueError(f"`every` of optimizer group `{self.name}` must be >= 1. Got {self.every}.")
+        if self.start_step < 0:
+            raise ValueError(f"`start_step` of optimizer group `{self.name}` must be >= 0. Got {self.start_step}.")
+
+
 @runtime_checkable
 class TrainableMethod(Method, Protocol):
-    """A method the training engine can train."""
+    """A method the training engine can train.
+
+    The engine calls ``setup_training(device)`` once, optimizes ``trainable_parameters()`` with
+    one AdamW, and calls ``training_step(batch)`` for each micro-batch. ``batch`` holds the
+    dataset's collated keys (``hq (B, C, T, H, W)`` and ``lq (B, C, T, h, w)`` float32 in
+    [-1, 1], ``prompt`` list of str, ``is_image`` and ``index`` tensors of shape ``(B,)``) on
+    the training device, plus ``step``: optimizer steps completed before this one (int).
+
+    Optional, for methods with several optimizers: ``optimizer_groups() -> list[OptimizerGroup]``
+    replaces ``trainable_parameters()``, and each training step then calls
+    ``training_step(batch, optimizer_name)`` once per due group, in the listed order, stepping
+    that group's optimizer after its micro-batches.
+
+    Optional, for FSDP only: ``training_modules() -> dict[str, torch.nn.Module]``, the modules
+    that own every trainable parameter, so FSDP can shard them in place (DDP and DeepSpeed
+    ZeRO-2 need no modules).
+
+    ``state_dict()``/``load_state_dict()`` cover what trains, with clean keys; ``export(dir)``
+    writes what the method's inference loads.
+    """
 
     def setup_training(self, device: "torch.device") -> None: ...
 

@@ -1,0 +1,117 @@
+import numpy as np
+import pytest
+import torch
+
+from vsrkit.engine.inference import WindowRunner, apply_overrides, frames_to_model, model_to_frames, upscale_stream
+from vsrkit.engine.windows import plan_ranges, ramp_weights
+from vsrkit.methods.protocol import WindowContext, WindowSpec
+
+
+@pytest.mark.parametrize("length,window,overlap,multiple", [(100, 33, 8, 4), (33, 33, 8, 4), (10, 4, 1, 1), (57, 17, 5, 4)])
+@pytest.mark.parametrize("blend", ["linear", "cut"])
+def test_plan_covers_and_weights_sum_to_one(length, window, overlap, multiple, blend):
+    ranges = plan_ranges(length, window, overlap, multiple)
+    assert ranges[0][0] == 0 and ranges[-1][1] == length
+    assert all(start % multiple == 0 for start, _ in ranges)
+    total = torch.zeros(length, dtype=torch.float64)
+    for i, (start, stop) in enumerate(ranges):
+        total[start:stop] += ramp_weights(ranges, i, blend)
+    assert torch.equal(total, torch.ones(length, dtype=torch.float64))
+
+
+def test_plan_stride_keeps_keyframe_alignment():
+    assert plan_ranges(100, 33, 8, 4) == [(0, 33), (24, 57), (48, 81), (72, 100)]
+    assert plan_ranges(20, None, 0) == [(0, 20)]
+
+
+def test_frame_conversions_round_trip():
+    frames = np.random.default_rng(0).integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)
+    video = frames_to_model(frames)
+    assert video.shape == (1, 3, 3, 5, 7) and video.dtype == torch.float32
+    assert video.min() >= -1 and video.max() <= 1
+    assert np.array_equal(model_to_frames(video), frames)
+    frames16 = (frames.astype(np.uint16) * 257)
+    assert np.array_equal(model_to_frames(frames_to_model(frames16), np.uint16), frames16)
+
+
+class _RecordingMethod:
+    """Nearest-neighbour x2 that records what the engine handed over."""
+
+    def __init__(self, spec):
+        self.spec, self.calls = spec, []
+
+    def window_spec(self):
+        return self.spec
+
+    def load(self, device, dtype):
+        pass
+
+    def upscale(self, lq, context: WindowContext):
+        self.calls.append((tuple(lq.shape), context.frame_start, sorted(context.keyframes)))
+        return lq.repeat_interleave(self.spec.scale, -1).repeat_interleave(self.spec.scale, -2)
+
+
+class _Chunk:
+    def __init__(self, frames, pts):
+        self.frames, self.pts = frames, pts
+
+
+def _stream(method, frames, chunk=4, keyframes=None, blend="linear"):
+    runner = WindowRunner(method, method.spec, torch.device("cpu"), blend=blend)
+    chunks = [_Chunk(frames[i:i + chunk], list(range(i, min(i + chunk, len(frames))))) for i in range(0, len(frames), chunk)]
+    outs = list(upscale_stream(runner, chunks, len(frames), keyframes))
+    return torch.cat([o for o, _ in outs], 1), sum((p for _, p in outs), [])
+
+
+@pytest.mark.parametrize("blend", ["linear", "cut"])
+def test_constant_video_stays_constant_across_windows_and_tiles(blend):
+    spec = WindowSpec(scale=2, frame_multiple=4, frame_offset=1, spatial_multiple=8, window=9, overlap=4,
+                      stride_multiple=4, tile=12, tile_overlap=4)
+    frames = np.full((23, 20, 30, 3), 137, np.uint8)
+    out, pts = _stream(_RecordingMethod(spec), frames, blend=blend)
+    assert tuple(out.shape) == (3, 23, 40, 60)
+    assert np.array_equal(model_to_frames(out), np.full((23, 40, 60, 3), 137, np.uint8))
+    assert pts == list(range(23))
+
+
+def test_engine_pads_to_spec_and_reindexes_keyframes():
+    spec = WindowSpec(scale=2, frame_multiple=8, frame_offset=1, spatial_multiple=16, pad_mode="constant",
+                      window=17, overlap=8, stride_multiple=4)
+    method = _RecordingMethod(spec)
+    frames = np.zeros((30, 20, 18, 3), np.uint8)
+    keyframes = {0: torch.zeros(3, 40, 36), 12: torch.zeros(3, 40, 36), 24: torch.zeros(3, 40, 36)}
+    _stream(method, frames, keyframes=keyframes)
+    # windows (0,17), (8,25), (16,30): lengths 17, 17, 14 -> padded to 8k+1 = 17; H, W padded to 32.
+    assert [c[0] for c in method.calls] == [(1, 3, 17, 32, 32)] * 3
+    assert [c[1] for c in method.calls] == [0, 8, 16]
+    assert [c[2] for c in method.calls] == [[0, 12], [4, 16], [8]]
+
+
+def test_linear_blend_mixes_overlapping_windows():
+    spec = WindowSpec(scale=1, window=4, overlap=2)
+
+    class Offset(_RecordingMethod):
+        def upscale(self, lq, context):
+            return lq * 0 + (context.frame_start / 10.0)
+
+    out, _ = _stream(Offset(spec), np.zeros((6, 2, 2, 3), np.uint8))
+    values = out[0, :, 0, 0].tolist()
+    # windows (0,4) -> 0.0, (2,6) -> 0.2; overlap frames 2 and 3 cross-fade with weights 1/3, 2/3.
+    assert values == pytest.approx([0.0, 0.0, 0.2 / 3, 0.4 / 3, 0.2, 0.2], abs=1e-6)
+
+
+def test_wrong_output_shape_is_reported():
+    spec = WindowSpec(scale=2)
+
+    class Bad(_RecordingMethod):
+        def upscale(self, lq, context):
+            return lq
+
+    with pytest.raises(RuntimeError, match=r"returned shape \(1, 3, 2, 4, 4\), expected \(1, 3, 2, 8, 8\)"):
+        _stream(Bad(spec), np.zeros((2, 4, 4, 3), np.uint8))
+
+
+def test_overrides_disable_tiling_and_windows():
+    spec = WindowSpec(scale=4, window=33, overlap=8, tile=64, tile_overlap=16)
+    changed = apply_overrides(spec, window=0, overlap=None, tile=0, tile_overlap=None)
+    assert changed.window is None and changed.overlap == 0 and changed.tile is None and changed.tile_overlap == 0

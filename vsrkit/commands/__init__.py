@@ -1,0 +1,1 @@
+"""One module per ``vsrkit`` subcommand; :mod:`vsrkit.cli` only dispatches."""

@@ -1,0 +1,208 @@
+"""Runs a method over a clip: temporal windows, spatial tiles, padding, blending, streaming.
+
+Frames come in as ``(T, H, W, 3)`` uint8/uint16 chunks and leave the same way; in between the
+method sees ``(B, C, T, H, W)`` float32 windows in [-1, 1], padded to its :class:`WindowSpec`.
+Only one window of input and its output (plus the frames still waiting for the next window's
+overlap) is held in memory, so memory does not grow with the clip's length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vsrkit.engine.windows import plan_ranges, ramp_weights
+from vsrkit.methods.protocol import WindowContext, WindowSpec
+
+logger = logging.getLogger(__name__)
+
+
+def frames_to_model(frames: np.ndarray) -> torch.Tensor:
+    """``(T, H, W, 3)`` uint8 or uint16 -> ``(1, 3, T, H, W)`` float32 in [-1, 1]."""
+    peak = 65535.0 if frames.dtype == np.uint16 else 255.0
+    video = torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32)
+    return (video / peak * 2.0 - 1.0).permute(3, 0, 1, 2).unsqueeze(0)
+
+
+def model_to_frames(video: torch.Tensor, dtype: np.dtype = np.uint8) -> np.ndarray:
+    """``(1, 3, T, H, W)`` or ``(3, T, H, W)`` float in [-1, 1] -> ``(T, H, W, 3)`` ``dtype`` (clamped, rounded)."""
+    if video.dim() == 5:
+        video = video[0]
+    peak = 65535.0 if np.dtype(dtype) == np.uint16 else 255.0
+    scaled = ((video.float().clamp(-1, 1) + 1.0) * (peak / 2.0)).round()
+    return scaled.permute(1, 2, 3, 0).cpu().numpy().astype(dtype)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def apply_overrides(spec: WindowSpec, window: int | None, overlap: int | None, tile: int | None,
+                    tile_overlap: int | None) -> WindowSpec:
+    """The method's spec with the user's engine settings applied (``tile=0`` disables tiling)."""
+    changes = {}
+    if window is not None:
+        changes["window"] = window or None
+    if overlap is not None:
+        changes["overlap"] = overlap
+    if tile is not None:
+        changes["tile"] = tile or None
+    if tile_overlap is not None:
+        changes["tile_overlap"] = tile_overlap
+    if changes.get("window", spec.window) is None:
+        changes["overlap"] = 0
+    if changes.get("tile", spec.tile) is None:
+        changes["tile_overlap"] = 0
+    return dataclasses.replace(spec, **changes)
+
+
+def _pad_video(x: torch.Tensor, pad_h: int, pad_w: int, mode: str) -> torch.Tensor:
+    """Pad ``(B, C, T, H, W)`` at the bottom/right. ``constant`` pads with -1 (black)."""
+    if not pad_h and not pad_w:
+        return x
+    if mode == "constant":
+        return F.pad(x, (0, pad_w, 0, pad_h), mode="constant", value=-1.0)
+    b, c, t, h, w = x.shape
+    flat = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+    flat = F.pad(flat, (0, pad_w, 0, pad_h), mode=mode)
+    return flat.reshape(b, t, c, h + pad_h, w + pad_w).permute(0, 2, 1, 3, 4)
+
+
+def _pad_image(img: torch.Tensor, pad_h: int, pad_w: int, mode: str) -> torch.Tensor:
+    """Pad ``(C, H, W)`` at the bottom/right like :func:`_pad_video`."""
+    return _pad_video(img[None, :, None], pad_h, pad_w, mode)[0, :, 0]
+
+
+class WindowRunner:
+    """Upscales one window of frames with tiles, padding and blending.
+
+    Args:
+        method: Any object following :class:`vsrkit.methods.protocol.Method`.
+        spec: The method's window spec with the user's overrides applied.
+        device: Where the method runs.
+        blend: ``linear`` or ``cut`` (see :func:`vsrkit.engine.windows.ramp_weights`).
+        seed: Seed of the generator passed to the method.
+    """
+
+    def __init__(self, method, spec: WindowSpec, device: torch.device, blend: str = "linear", seed: int = 42):
+        self.method = method
+        self.spec = spec
+        self.device = device
+        self.blend = blend
+        self.seed = seed
+
+    def __call__(self, lq: torch.Tensor, frame_start: int, keyframes: dict | None = None) -> torch.Tensor:
+        """Upscale ``lq (1, 3, L, H, W)`` float32 in [-1, 1] (unpadded).
+
+        Args:
+            lq: The window's input frames.
+            frame_start: Index of the window's first frame in the clip.
+            keyframes: ``{clip frame index: (3, H*s, W*s) float32 in [-1, 1]}``; only those inside
+                the window are used, re-indexed to the window.
+
+        Returns:
+            ``(3, L, H*s, W*s)`` float32 on the CPU.
+        """
+        spec, s = self.spec, self.spec.scale
+        _, _, length, height, width = lq.shape
+        padded_length = spec.padded_length(length)
+        if padded_length > length:
+            lq = torch.cat([lq, lq[:, :, -1:].expand(-1, -1, padded_length - length, -1, -1)], dim=2)
+        local_keyframes = {k - frame_start: v for k, v in (keyframes or {}).items()
+                           if frame_start <= k < frame_start + length}
+        rows = plan_ranges(height, spec.tile, spec.tile_overlap)
+        cols = plan_ranges(width, spec.tile, spec.tile_overlap)
+        canvas = torch.zeros(3, length, height * s, width * s, dtype=torch.float32)
+        for i, (y0, y1) in enumerate(rows):
+            wy = ramp_weights(rows, i, self.blend).repeat_interleave(s).to(torch.float32)
+            for j, (x0, x1) in enumerate(cols):
+                wx = ramp_weights(cols, j, self.blend).repeat_interleave(s).to(torch.float32)
+                out = self._tile(lq[..., y0:y1, x0:x1], local_keyframes, (y0, y1, x0, x1), frame_start, length)
+                canvas[:, :, y0 * s:y1 * s, x0 * s:x1 * s] += out * (wy[:, None] * wx[None, :])
+        return canvas
+
+    def _tile(self, tile: torch.Tensor, keyframes: dict, box: tuple, frame_start: int, length: int) -> torch.Tensor:
+        spec, s = self.spec, self.spec.scale
+        y0, y1, x0, x1 = box
+        m = spec.spatial_multiple
+        pad_h, pad_w = (-(y1 - y0)) % m, (-(x1 - x0)) % m
+        tile = _pad_video(tile, pad_h, pad_w, spec.pad_mode)
+        tile_keyframes = {
+            k: _pad_image(v[:, y0 * s:y1 * s, x0 * s:x1 * s], pad_h * s, pad_w * s, spec.pad_mode).to(self.device)
+            for k, v in keyframes.items()
+        }
+        generator = torch.Generator(device=self.device).manual_seed(self.seed + frame_start)
+        context = WindowContext(frame_start=frame_start, num_valid=length, keyframes=tile_keyframes,
+                                generator=generator, spatial_offset=(y0, x0))
+        out = self.method.upscale(tile.to(self.device), context)
+        expected = (1, 3, tile.shape[2], tile.shape[3] * s, tile.shape[4] * s)
+        if tuple(out.shape) != expected:
+            raise RuntimeError(f"{type(self.method).__name__}.upscale returned shape {tuple(out.shape)}, "
+                               f"expected {expected} for input {tuple(tile.shape)} at scale {s}.")
+        if not out.dtype.is_floating_point:
+            raise RuntimeError(f"{type(self.method).__name__}.upscale returned dtype {out.dtype}, expected float.")
+        return out[0, :, :length, : (y1 - y0) * s, : (x1 - x0) * s].float().cpu()
+
+
+def upscale_stream(
+    runner: WindowRunner,
+    chunks: Iterable,
+    num_frames: int,
+    keyframes: dict | None = None,
+    on_window: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[torch.Tensor, list]]:
+    """Stream a clip through ``runner`` window by window.
+
+    Args:
+        runner: The window runner.
+        chunks: Iterable of objects with ``frames`` (``(T, H, W, 3)`` uint8/uint16) and ``pts``
+            (list of timestamps or None), as :mod:`vsrkit.io` yields them.
+        num_frames: Frames in the clip (decoded count, after any ``max_frames`` cap).
+        keyframes: See :meth:`WindowRunner.__call__`.
+        on_window: Called with ``(frames done, num_frames)`` after each window (progress).
+
+    Yields:
+        ``(frames (3, n, H*s, W*s) float32 in [-1, 1], pts list)`` for finished frames, in order.
+    """
+    spec = runner.spec
+    ranges = plan_ranges(num_frames, spec.window, spec.overlap, spec.stride_multiple)
+    chunk_iter = iter(chunks)
+    buffer: list[np.ndarray] = []  # input frames from index `buffer_start` on
+    buffer_pts: list = []
+    buffer_start = 0
+    pending: torch.Tensor | None = None  # weighted output sums for frames from `pending_start` on
+    pending_start = 0
+    for index, (start, stop) in enumerate(ranges):
+        while buffer_start + len(buffer) < stop:
+            try:
+                chunk = next(chunk_iter)
+            except StopIteration:
+                raise RuntimeError(f"the source ended after {buffer_start + len(buffer)} frames; "
+                                   f"{num_frames} were expected") from None
+            buffer.extend(list(chunk.frames))
+            buffer_pts.extend(chunk.pts if chunk.pts is not None else [None] * len(chunk.frames))
+        window_frames = np.stack(buffer[start - buffer_start: stop - buffer_start])
+        out = runner(frames_to_model(window_frames), start, keyframes)
+        weights = ramp_weights(ranges, index, runner.blend).to(torch.float32)
+        out = out * weights[None, :, None, None]
+        if pending is None:
+            pending, pending_start = out, start
+        else:
+            overlap = pending_start + pending.shape[1] - start
+            pending[:, pending.shape[1] - overlap:] += out[:, :overlap]
+            pending = torch.cat([pending, out[:, overlap:]], dim=1)
+        next_start = ranges[index + 1][0] if index + 1 < len(ranges) else num_frames
+        done = next_start - pending_start
+        yield pending[:, :done], buffer_pts[pending_start - buffer_start: next_start - buffer_start]
+        pending, pending_start = pending[:, done:], next_start
+        drop = next_start - buffer_start
+        buffer, buffer_pts, buffer_start = buffer[drop:], buffer_pts[drop:], next_start
+        if on_window is not None:
+            on_window(next_start, num_frames)

@@ -1,0 +1,148 @@
+"""File-level inference: read an input, stream it through a method, write the output atomically.
+
+Used by ``vsrkit infer`` and ``vsrkit bench``. The output keeps the input's frame count, exact
+frame rate and timestamps, and audio (see :mod:`vsrkit.io`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+from vsrkit.engine.inference import WindowRunner, model_to_frames, upscale_stream
+from vsrkit.engine.settings import IOConfig
+from vsrkit.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v")
+
+
+@dataclass
+class FileStats:
+    """What one input cost.
+
+    Args:
+        input: Source path.
+        output: Written path.
+        frames: Frames written.
+        seconds: Wall time from the first frame read to the last frame written.
+        peak_gpu_bytes: Peak CUDA memory allocated during the file (0 on CPU).
+    """
+
+    input: str
+    output: str
+    frames: int
+    seconds: float
+    peak_gpu_bytes: int
+
+    @property
+    def seconds_per_frame(self) -> float:
+        return self.seconds / max(self.frames, 1)
+
+
+def parse_fps(text: str) -> Fraction:
+    try:
+        fps = Fraction(str(text))
+    except (ValueError, ZeroDivisionError):
+        raise UserError(f"`io.frames_fps` must be a number or a fraction like 24000/1001. Got {text}.") from None
+    if fps <= 0:
+        raise UserError(f"`io.frames_fps` must be > 0. Got {text}.")
+    return fps
+
+
+def open_writer(dst: Path, info, scale: int, io_cfg: IOConfig, overwrite: bool, src: Path):
+    """The writer for ``dst``: a video file, an image, or a frames folder (no suffix)."""
+    from vsrkit.io import FramesWriter, VideoWriter
+
+    width, height = info.width * scale, info.height * scale
+    if dst.suffix.lower() in VIDEO_SUFFIXES:
+        fps = info.fps if info.fps is not None else parse_fps(io_cfg.frames_fps)
+        return VideoWriter(
+            dst, width=width, height=height, fps=fps,
+            time_base=info.time_base if info.kind == "video" else None,
+            codec=io_cfg.codec, crf=io_cfg.crf, pix_fmt=io_cfg.pix_fmt,
+            audio_from=src if (io_cfg.audio and info.has_audio) else None, overwrite=overwrite,
+        )
+    if dst.suffix:
+        return _ImageWriter(dst, overwrite)
+    return FramesWriter(dst, overwrite=overwrite)
+
+
+class _ImageWriter:
+    """Writes the single frame of an image input (same atomic rules as the other writers)."""
+
+    def __init__(self, path: Path, overwrite: bool):
+        self.path, self.overwrite, self.frames = path, overwrite, []
+
+    def __enter__(self):
+        return self
+
+    def write(self, frames, pts=None) -> None:
+        self.frames.extend(list(frames))
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            from vsrkit.io import write_image
+
+            if len(self.frames) != 1:
+                raise UserError(f"output `{self.path}` is an image but the input has {len(self.frames)} frames; "
+                                f"give a video file or a folder as output.")
+            write_image(self.path, self.frames[0], overwrite=self.overwrite)
+
+
+def upscale_file(runner: WindowRunner, src: Path, dst: Path, *, io_cfg: IOConfig, overwrite: bool,
+                 max_frames: int | None, decode_chunk: int, keyframes_for=None, progress: bool = True) -> FileStats:
+    """Upscale one input file or frames folder into ``dst``.
+
+    Args:
+        runner: The window runner (method, spec, device).
+        src: Video file, frames folder or image.
+        dst: Output path (kind chosen by its suffix).
+        io_cfg: Output settings.
+        overwrite: Replace an existing ``dst``.
+        max_frames: Stop after this many input frames.
+        decode_chunk: Frames decoded at a time.
+        keyframes_for: Optional callable ``(source, num_frames) -> {frame index: (3, H*s, W*s) tensor}``
+            for methods whose spec uses keyframes.
+        progress: Show a progress bar.
+    """
+    from vsrkit.io import open_source
+
+    source = open_source(src, frames_fps=parse_fps(io_cfg.frames_fps))
+    info = source.info
+    num_frames = info.num_frames if max_frames is None else min(info.num_frames, max_frames)
+    keyframes = keyframes_for(source, num_frames) if keyframes_for is not None else None
+    scale = runner.spec.scale
+    bar = _progress_bar(num_frames, f"{src.name} -> {dst.name}", progress)
+    device = runner.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    written = 0
+    with open_writer(dst, info, scale, io_cfg, overwrite, src) as writer:
+        chunks = source.chunks(decode_chunk, max_frames=num_frames)
+        for frames, pts in upscale_stream(runner, chunks, num_frames, keyframes):
+            writer.write(model_to_frames(frames, info.dtype), pts=None if pts and pts[0] is None else pts)
+            written += frames.shape[1]
+            if bar is not None:
+                bar.update(frames.shape[1])
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - started
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+    logger.info("%s: %d frames in %.2f s (%.3f s/frame) -> %s", src, written, seconds, seconds / max(written, 1), dst)
+    return FileStats(str(src), str(dst), written, seconds, int(peak))
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", leave=False, dynamic_ncols=True)

@@ -1,0 +1,76 @@
+"""Settings of the inference engine and of output writing (the `engine` and `io` config nodes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass
+class EngineConfig:
+    """How `vsrkit infer` runs a method over a clip.
+
+    Args:
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        window: Frames per temporal window; ``None`` keeps the method's default. Longer windows
+            cost memory, shorter ones more overlap work.
+        overlap: Frames shared by consecutive windows and blended; ``None`` keeps the method's.
+        tile: Spatial tile edge in input pixels; ``None`` keeps the method's, ``0`` disables tiling.
+        tile_overlap: Input pixels shared by neighbouring tiles; ``None`` keeps the method's.
+        blend: ``linear`` cross-fades overlaps (no seams); ``cut`` keeps each window's or tile's
+            centre and hard-cuts at the middle of the overlap, as the SparkVSR release does.
+        decode_chunk: Frames decoded at a time (memory bound of the reader).
+        seed: Seed of the generator handed to the method (posterior sampling, random keyframes).
+    """
+
+    device: str = "auto"
+    window: Optional[int] = None
+    overlap: Optional[int] = None
+    tile: Optional[int] = None
+    tile_overlap: Optional[int] = None
+    blend: str = "linear"
+    decode_chunk: int = 16
+    seed: int = 42
+
+    def __post_init__(self):
+        if self.blend not in ("linear", "cut"):
+            raise ValueError(f"`engine.blend` must be one of ['linear', 'cut']. Got {self.blend}.")
+        for name in ("window", "overlap", "tile", "tile_overlap"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"`engine.{name}` must be >= 0. Got {value}.")
+        if self.decode_chunk < 1:
+            raise ValueError(f"`engine.decode_chunk` must be >= 1. Got {self.decode_chunk}.")
+
+
+@dataclass
+class IOConfig:
+    """How outputs are written.
+
+    Args:
+        codec: ``h264`` / ``h265`` (delivery, yuv420p; yuv444p for odd sizes) or ``ffv1``
+            (bit-exact lossless RGB in .mkv, for metric inputs and caches).
+        crf: Constant rate factor for h264/h265 (lower = better, bigger).
+        pix_fmt: Override the encoder pixel format (e.g. ``yuv444p``); ``None`` picks per codec.
+        audio: Copy the input's audio track into video outputs.
+        frames_fps: Frame rate (a fraction like ``24000/1001`` or a number) used when a frames
+            folder or image is written as a video.
+    """
+
+    codec: str = "h264"
+    crf: int = 18
+    pix_fmt: Optional[str] = None
+    audio: bool = True
+    frames_fps: str = "24"
+
+    def __post_init__(self):
+        if self.codec not in ("h264", "h265", "ffv1"):
+            raise ValueError(f"`io.codec` must be one of ['h264', 'h265', 'ffv1']. Got {self.codec}.")
+        if not 0 <= self.crf <= 51:
+            raise ValueError(f"`io.crf` must be in [0, 51]. Got {self.crf}.")
+
+
+def register_settings_schemas(store) -> None:
+    """Store the dataclasses above in Hydra's ConfigStore (``schema/engine``, ``schema/io``)."""
+    store.store(group="schema/engine", name="default", node=EngineConfig)
+    store.store(group="schema/io", name="default", node=IOConfig)

@@ -1,0 +1,325 @@
+"""Streaming readers for a video file, a folder of frames, or a single image.
+
+``open_source(path)`` checks the input at once (it decodes the first frame) and returns a
+:class:`FrameSource`. ``FrameSource.chunks(size)`` then streams ``(T, H, W, 3)`` RGB arrays
+in constant memory: a generator over ``container.decode`` that holds one chunk at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from vsrkit.errors import VideoReadError
+from vsrkit.io.convert import bit_depth, frame_to_rgb
+from vsrkit.io.images import is_image, list_images, probe_image, read_image
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("video", "frames", "image")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a source holds.
+
+    Attributes:
+        path: The file or folder that was opened.
+        kind: ``"video"``, ``"frames"`` (a folder of images) or ``"image"``.
+        width: Frame width in pixels.
+        height: Frame height in pixels.
+        num_frames: Frames the decoder actually yields (for videos counted by decoding, never
+            the container header, which can be wrong: old_animation_1.mp4 says 79, yields 71).
+        fps: Average frame rate of a video, exact (``Fraction(1199, 50)``); for a frames folder
+            the rate given to :func:`open_source` (None if none was given); None for an image.
+        time_base: Unit of :attr:`Chunk.pts` (a video stream's time base; ``1 / fps`` for a
+            frames folder with a rate); None when there are no timestamps.
+        pix_fmt: Pixel format of the decoded frames (``yuv420p``, ``yuvj420p``, ``rgb24`` ...).
+        bit_depth: Bits per sample; above 8 the frames come as uint16.
+        has_audio: Whether a video has at least one audio stream.
+    """
+
+    path: Path
+    kind: str
+    width: int
+    height: int
+    num_frames: int
+    fps: Fraction | None
+    time_base: Fraction | None
+    pix_fmt: str
+    bit_depth: int
+    has_audio: bool
+
+    @property
+    def dtype(self) -> np.dtype:
+        """``uint16`` for sources above 8 bits, else ``uint8``: the dtype of the chunks."""
+        return np.dtype(np.uint16 if self.bit_depth > 8 else np.uint8)
+
+
+@dataclass
+class Chunk:
+    """A run of consecutive frames.
+
+    Attributes:
+        frames: ``(T, H, W, 3)`` RGB, uint8 in [0, 255] (uint16 in [0, 65535] for sources
+            above 8 bits).
+        pts: Source timestamp of each frame in units of ``VideoInfo.time_base`` (frame index
+            for a frames folder); None for an image.
+        start: Index of the first frame in decoding order (0-based, over the whole source).
+    """
+
+    frames: np.ndarray
+    pts: list[int] | None
+    start: int
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """What the first decoded frame tells (no counting)."""
+
+    width: int
+    height: int
+    fps: Fraction | None
+    time_base: Fraction | None
+    pix_fmt: str
+    bit_depth: int
+    has_audio: bool
+
+
+class FrameSource:
+    """A video, frames folder or image opened for streaming. Build it with :func:`open_source`."""
+
+    def __init__(self, path: Path, kind: str, probe: _Probe, frame_files: list[Path] | None = None):
+        self.path = path
+        self.kind = kind
+        self._probe = probe
+        self._frame_files = frame_files
+        self._info: VideoInfo | None = None
+        self._pts: list[int] | None = None
+
+    def __repr__(self) -> str:
+        return f"FrameSource({str(self.path)!r}, kind={self.kind!r})"
+
+    @property
+    def width(self) -> int:
+        """Frame width in pixels (known without counting frames)."""
+        return self._probe.width
+
+    @property
+    def height(self) -> int:
+        """Frame height in pixels (known without counting frames)."""
+        return self._probe.height
+
+    @property
+    def info(self) -> VideoInfo:
+        """Full description. For a video the first access decodes it once to count frames (cached)."""
+        if self._info is None:
+            if self.kind == "video":
+                self._pts = self._decode_pts()
+                count = len(self._pts)
+            elif self.kind == "frames":
+                count = len(self._frame_files)
+            else:
+                count = 1
+            p = self._probe
+            self._info = VideoInfo(
+                path=self.path, kind=self.kind, width=p.width, height=p.height, num_frames=count,
+                fps=p.fps, time_base=p.time_base, pix_fmt=p.pix_fmt, bit_depth=p.bit_depth,
+                has_audio=p.has_audio,
+            )
+        return self._info
+
+    def frame_pts(self) -> list[int] | None:
+        """Timestamp of every frame in ``info.time_base`` units (decodes a video once, cached).
+
+        Returns:
+            One int per frame in decoding order: the decoded pts for a video, the frame index for
+            a frames folder; None for an image.
+        """
+        if self.kind == "image":
+            return None
+        if self.kind == "frames":
+            return list(range(len(self._frame_files)))
+        if self._pts is None:
+            self.info  # noqa: B018 -- counting fills the pts cache
+        return list(self._pts)
+
+    def chunks(self, size: int, max_frames: int | None = None) -> Iterator[Chunk]:
+        """Stream the frames in chunks of ``size`` (the last one may be shorter).
+
+        Nothing is decoded before the first chunk is asked for, and only one chunk is held.
+
+        Args:
+            size: Frames per chunk, >= 1.
+            max_frames: Stop after this many frames (None: all).
+
+        Yields:
+            :class:`Chunk` with ``frames`` ``(T, H, W, 3)`` RGB, uint8 in [0, 255] (uint16 in
+            [0, 65535] when ``info.bit_depth > 8``).
+
+        Raises:
+            VideoReadError: Decoding failed part way (the message names the frame).
+        """
+        if size < 1:
+            raise ValueError(f"`size` must be >= 1. Got {size}.")
+        if max_frames is not None and max_frames < 0:
+            raise ValueError(f"`max_frames` must be >= 0 or None. Got {max_frames}.")
+        if max_frames == 0:
+            return
+        frames: list[np.ndarray] = []
+        stamps: list[int | None] = []
+        start = 0
+        source = self._iter_frames()
+        try:
+            for array, pts in source:
+                frames.append(array)
+                stamps.append(pts)
+                if len(frames) == size:
+                    yield self._chunk(frames, stamps, start)
+                    start += len(frames)
+                    frames, stamps = [], []
+                if max_frames is not None and start + len(frames) >= max_frames:
+                    break
+            if frames:
+                yield self._chunk(frames, stamps, start)
+        finally:
+            source.close()  # closes the container now, also when the caller stops early
+
+    def read(self, max_frames: int | None = None) -> np.ndarray:
+        """All frames at once (short clips, tests, metrics): ``(T, H, W, 3)`` like :meth:`chunks`."""
+        parts = [chunk.frames for chunk in self.chunks(64, max_frames=max_frames)]
+        if not parts:
+            return np.zeros((0, self.height, self.width, 3), self.info.dtype)
+        return np.concatenate(parts, axis=0)
+
+    def _chunk(self, frames: list[np.ndarray], stamps: list[int | None], start: int) -> Chunk:
+        pts = None if self.kind == "image" else [int(s) for s in stamps]
+        return Chunk(frames=np.stack(frames, axis=0), pts=pts, start=start)
+
+    def _iter_frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
+        high = self._probe.bit_depth > 8
+        if self.kind == "image":
+            yield read_image(self.path, high_bit_depth=high), None
+            return
+        if self.kind == "frames":
+            for index, file in enumerate(self._frame_files):
+                array = read_image(file, high_bit_depth=high)
+                if array.shape[:2] != (self.height, self.width):
+                    raise VideoReadError(
+                        f"Frame {file} is {array.shape[1]}x{array.shape[0]}; every frame in "
+                        f"{self.path} must be {self.width}x{self.height} like the first."
+                    )
+                yield array, index
+            return
+        for index, frame in enumerate(_decode(self.path)):
+            yield frame_to_rgb(frame, high_bit_depth=high), frame.pts
+
+    def _decode_pts(self) -> list[int]:
+        stamps = []
+        for index, frame in enumerate(_decode(self.path)):
+            # A frame without pts (rare raw streams) gets its index so the list stays usable.
+            stamps.append(index if frame.pts is None else int(frame.pts))
+        return stamps
+
+
+def _open_container(path: Path) -> av.container.InputContainer:
+    try:
+        return av.open(str(path))
+    except av.error.FFmpegError as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise VideoReadError(
+            f"Video {path} is not a readable video ({reason}); it may be truncated or not a video."
+        ) from None
+
+
+def _decode(path: Path) -> Iterator[av.VideoFrame]:
+    """Decoded frames of the first video stream, lazily, with frame+slice threading."""
+    container = _open_container(path)
+    index = 0
+    try:
+        stream = container.streams.video[0]
+        # Default is SLICE only; AUTO adds frame threading (PyAV cookbook, "Threading").
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            yield frame
+            index += 1
+    except av.error.FFmpegError as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise VideoReadError(f"Video {path} is corrupt: decoding failed after frame {index} ({reason}).") from None
+    finally:
+        container.close()
+
+
+def _probe_video(path: Path) -> _Probe:
+    container = _open_container(path)
+    try:
+        if not container.streams.video:
+            raise VideoReadError(f"Video {path} is not a readable video: it has no video stream.")
+        stream = container.streams.video[0]
+        has_audio = bool(container.streams.audio)
+        first = None
+        try:
+            for first in container.decode(stream):
+                break
+        except av.error.FFmpegError as err:
+            reason = getattr(err, "strerror", None) or str(err)
+            raise VideoReadError(f"Video {path} is not a readable video ({reason}).") from None
+        if first is None:
+            raise VideoReadError(f"Video {path} has no decodable video frames.")
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        return _Probe(
+            width=first.width,
+            height=first.height,
+            fps=Fraction(rate) if rate else None,
+            time_base=Fraction(stream.time_base) if stream.time_base else None,
+            pix_fmt=first.format.name,
+            bit_depth=bit_depth(first.format),
+            has_audio=has_audio,
+        )
+    finally:
+        container.close()
+
+
+def open_source(path: str | os.PathLike, frames_fps: Fraction | int | None = None) -> FrameSource:
+    """Open a video file, a folder of frames, or a single image for streaming.
+
+    The input is checked at once: a missing path, a file that is not a video, a truncated
+    file, a video with no decodable frame, an empty folder or an unreadable first image raise
+    here, not in the middle of a run.
+
+    Args:
+        path: A video file (anything FFmpeg reads), a folder of PNG/JPEG/BMP/TIFF frames
+            (natural order: ``2.png`` before ``10.png``), or one image.
+        frames_fps: Frame rate to report for a frames folder (ignored for videos and images).
+
+    Returns:
+        A :class:`FrameSource`; its ``info.num_frames`` is counted by decoding on first use.
+
+    Raises:
+        VideoReadError: The path cannot be read as a video, frames folder or image.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VideoReadError(f"Input {path} does not exist.")
+    if path.is_dir():
+        files = list_images(path)
+        if not files:
+            raise VideoReadError(f"Folder {path} contains no frames or videos (expected .png/.jpg/.bmp/.tif images).")
+        width, height, depth, pix_fmt = probe_image(files[0])
+        fps = Fraction(frames_fps) if frames_fps is not None else None
+        probe = _Probe(width, height, fps, 1 / fps if fps else None, pix_fmt, depth, False)
+        return FrameSource(path, "frames", probe, frame_files=files)
+    if is_image(path):
+        width, height, depth, pix_fmt = probe_image(path)
+        return FrameSource(path, "image", _Probe(width, height, None, None, pix_fmt, depth, False))
+    return FrameSource(path, "video", _probe_video(path))
