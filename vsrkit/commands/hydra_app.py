@@ -103,7 +103,9 @@ def _dry_compose(command: str, overrides: list[str]) -> None:
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    hydra_overrides = [o for o in overrides if not o.startswith(("hydra.", "hydra/"))]
+    # Hydra's own settings don't change the job's config; the search path does (plugin configs).
+    hydra_overrides = [o for o in overrides
+                       if o.startswith("hydra.searchpath=") or not o.startswith(("hydra.", "hydra/"))]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
