@@ -16,7 +16,9 @@ from vsrkit.errors import UserError
 from vsrkit.registry import BACKBONES, DATASETS, DEGRADATIONS, METHODS, METRICS, Registry
 
 CONFIG_MODULE = "vsrkit.conf"
-# Config group -> registry whose names are its options.
+# Config groups whose options are checked before Hydra runs (one clear line instead of Hydra's report).
+CHECKED_GROUPS = ("method", "backbone", "data", "degradation", "metric")
+# Config group -> registry whose config dataclasses become `schema/<group>/<name>`.
 GROUP_REGISTRIES: dict[str, Registry] = {
     "method": METHODS,
     "backbone": BACKBONES,
@@ -78,25 +80,29 @@ def _first_values(overrides: list[str]) -> list[str]:
     return first
 
 
-def _check_group_choices(overrides: list[str]) -> None:
+def _check_group_choices(overrides: list[str], packages: list[str]) -> None:
     """`method=foo` with an unknown `foo` -> one line naming close matches."""
+    import difflib
+
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    from vsrkit.presets import preset_names
+
     for override in OverridesParser.create().parse_overrides(overrides):
-        key = override.key_or_group
-        if key not in GROUP_REGISTRIES or override.package is not None:
+        group = override.key_or_group
+        if group not in CHECKED_GROUPS or override.package is not None:
             continue
-        registry = GROUP_REGISTRIES[key]
         if override.is_sweep_override():
             values = list(override.sweep_string_iterator())
         else:
             value = override.value()
             values = [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        options = preset_names(group, packages)
         for value in values:
-            if value in ("none", "null") and key == "backbone":
-                continue
-            if value not in registry:
-                raise UserError(registry.unknown_message(value))
+            if value not in options:
+                close = difflib.get_close_matches(value, options, n=3, cutoff=0.5)
+                hint = f" Did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
+                raise UserError(f"Unknown {group} `{value}`.{hint} Known: {', '.join(options)}.")
 
 
 def _dry_compose(command: str, overrides: list[str]) -> None:
@@ -128,7 +134,7 @@ def run_hydra_command(command: str, args: list[str]) -> int:
     args = _with_searchpath(args, report.config_packages)
     overrides = [a for a in args if not a.startswith("-")]
     if not any(a.split("=", 1)[0] in _INFO_FLAGS for a in args):
-        _check_group_choices(overrides)
+        _check_group_choices(overrides, report.config_packages)
         _dry_compose(command, _first_values(overrides))
 
     task = importlib.import_module(f"vsrkit.commands.{command}").run

@@ -22,6 +22,12 @@ def run_ls(args: list[str]) -> int:
             if summary:
                 line += f" {summary}"
             print(line.rstrip())
+    from vsrkit.presets import preset_names
+
+    for group in ("data", "degradation"):
+        names = preset_names(group, report.config_packages)
+        print(f"{group} presets (`{group}=<name>`):")
+        print("  " + (", ".join(names) if names else "(none)"))
     if report.failed:
         print(f"plugins that failed to load: {', '.join(report.failed)} (see `vsrkit doctor`)")
     return 0

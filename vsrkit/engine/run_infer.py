@@ -56,7 +56,7 @@ def parse_fps(text: str) -> Fraction:
     return fps
 
 
-def open_writer(dst: Path, info, scale: int, io_cfg: IOConfig, overwrite: bool, src: Path):
+def open_writer(dst: Path, info, scale: int, io_cfg: IOConfig, overwrite: bool, src: Path, capped: bool = False):
     """The writer for ``dst``: a video file, an image, or a frames folder (no suffix)."""
     from vsrkit.io import FramesWriter, VideoWriter
 
@@ -67,7 +67,7 @@ def open_writer(dst: Path, info, scale: int, io_cfg: IOConfig, overwrite: bool, 
             dst, width=width, height=height, fps=fps,
             time_base=info.time_base if info.kind == "video" else None,
             codec=io_cfg.codec, crf=io_cfg.crf, pix_fmt=io_cfg.pix_fmt,
-            audio_from=src if (io_cfg.audio and info.has_audio) else None, overwrite=overwrite,
+            audio_from=src if (io_cfg.audio and info.has_audio) else None, trim_audio=capped, overwrite=overwrite,
         )
     if dst.suffix:
         return _ImageWriter(dst, overwrite)
@@ -125,7 +125,7 @@ def upscale_file(runner: WindowRunner, src: Path, dst: Path, *, io_cfg: IOConfig
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
     written = 0
-    with open_writer(dst, info, scale, io_cfg, overwrite, src) as writer:
+    with open_writer(dst, info, scale, io_cfg, overwrite, src, capped=num_frames < info.num_frames) as writer:
         chunks = source.chunks(decode_chunk, max_frames=num_frames)
         for frames, pts in upscale_stream(runner, chunks, num_frames, keyframes):
             writer.write(model_to_frames(frames, info.dtype), pts=None if pts and pts[0] is None else pts)

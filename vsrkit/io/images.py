@@ -10,6 +10,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import Colorspace
 
 from vsrkit.errors import UserError, VideoReadError
 from vsrkit.io.convert import bit_depth, frame_to_rgb, rgb_to_frame
@@ -141,7 +142,8 @@ def encode_image(frame: np.ndarray, suffix: str) -> bytes:
         context.qscale = 2
         context.qmin = context.qmax = 2
         context.color_range = 2
-    av_frame = rgb_to_frame(frame, pix_fmt)
+    # JFIF defines JPEG colour as BT.601 full range whatever the size (PIL/libjpeg assume it).
+    av_frame = rgb_to_frame(frame, pix_fmt, Colorspace.ITU601 if codec == "mjpeg" else None)
     av_frame.pts = 0
     packets = context.encode(av_frame) + context.encode(None)
     return b"".join(bytes(packet) for packet in packets)

@@ -17,13 +17,11 @@ from pathlib import Path
 import av
 import numpy as np
 
-from vsrkit.errors import VideoReadError
+from vsrkit.errors import UserError, VideoReadError
 from vsrkit.io.convert import bit_depth, frame_to_rgb
-from vsrkit.io.images import is_image, list_images, probe_image, read_image
+from vsrkit.io.images import is_image, is_video, list_images, probe_image, read_image
 
 logger = logging.getLogger(__name__)
-
-KINDS = ("video", "frames", "image")
 
 
 @dataclass(frozen=True)
@@ -71,7 +69,8 @@ class Chunk:
         frames: ``(T, H, W, 3)`` RGB, uint8 in [0, 255] (uint16 in [0, 65535] for sources
             above 8 bits).
         pts: Source timestamp of each frame in units of ``VideoInfo.time_base`` (frame index
-            for a frames folder); None for an image.
+            for a frames folder), strictly increasing (missing or repeated ones are numbered
+            at the stream rate); None for an image.
         start: Index of the first frame in decoding order (0-based, over the whole source).
     """
 
@@ -97,7 +96,12 @@ class _Probe:
 
 
 class FrameSource:
-    """A video, frames folder or image opened for streaming. Build it with :func:`open_source`."""
+    """A video, frames folder or image opened for streaming. Build it with :func:`open_source`.
+
+    ``width``, ``height``, ``fps``, ``time_base``, ``dtype`` and ``has_audio`` are read from the
+    header and cost nothing; ``info`` adds the frame count, which for a video means decoding
+    it once (cached). ``chunks()`` never needs the count.
+    """
 
     def __init__(self, path: Path, kind: str, probe: _Probe, frame_files: list[Path] | None = None):
         self.path = path
@@ -110,15 +114,36 @@ class FrameSource:
     def __repr__(self) -> str:
         return f"FrameSource({str(self.path)!r}, kind={self.kind!r})"
 
+    # Header facts, known without counting frames (``info`` has them too).
     @property
     def width(self) -> int:
-        """Frame width in pixels (known without counting frames)."""
+        """Frame width in pixels."""
         return self._probe.width
 
     @property
     def height(self) -> int:
-        """Frame height in pixels (known without counting frames)."""
+        """Frame height in pixels."""
         return self._probe.height
+
+    @property
+    def fps(self) -> Fraction | None:
+        """Frame rate, as :attr:`VideoInfo.fps`."""
+        return self._probe.fps
+
+    @property
+    def time_base(self) -> Fraction | None:
+        """Unit of the chunks' pts, as :attr:`VideoInfo.time_base`."""
+        return self._probe.time_base
+
+    @property
+    def dtype(self) -> np.dtype:
+        """dtype of the chunks' frames: uint16 for sources above 8 bits, else uint8."""
+        return np.dtype(np.uint16 if self._probe.bit_depth > 8 else np.uint8)
+
+    @property
+    def has_audio(self) -> bool:
+        """Whether a video has an audio stream."""
+        return self._probe.has_audio
 
     @property
     def info(self) -> VideoInfo:
@@ -196,10 +221,17 @@ class FrameSource:
             source.close()  # closes the container now, also when the caller stops early
 
     def read(self, max_frames: int | None = None) -> np.ndarray:
-        """All frames at once (short clips, tests, metrics): ``(T, H, W, 3)`` like :meth:`chunks`."""
+        """All frames at once, for short clips, tests and metrics (long videos: use :meth:`chunks`).
+
+        Args:
+            max_frames: Stop after this many frames (None: all).
+
+        Returns:
+            ``(T, H, W, 3)`` RGB, uint8 in [0, 255] (uint16 in [0, 65535] above 8 bits).
+        """
         parts = [chunk.frames for chunk in self.chunks(64, max_frames=max_frames)]
         if not parts:
-            return np.zeros((0, self.height, self.width, 3), self.info.dtype)
+            return np.zeros((0, self.height, self.width, 3), self.dtype)
         return np.concatenate(parts, axis=0)
 
     def _chunk(self, frames: list[np.ndarray], stamps: list[int | None], start: int) -> Chunk:
@@ -221,15 +253,36 @@ class FrameSource:
                     )
                 yield array, index
             return
-        for index, frame in enumerate(_decode(self.path)):
-            yield frame_to_rgb(frame, high_bit_depth=high), frame.pts
+        stamps = _Timestamps(self._probe, self.path)
+        for frame in decode_frames(self.path):
+            yield frame_to_rgb(frame, high_bit_depth=high), stamps.next(frame.pts)
 
     def _decode_pts(self) -> list[int]:
-        stamps = []
-        for index, frame in enumerate(_decode(self.path)):
-            # A frame without pts (rare raw streams) gets its index so the list stays usable.
-            stamps.append(index if frame.pts is None else int(frame.pts))
-        return stamps
+        stamps = _Timestamps(self._probe, self.path)
+        return [stamps.next(frame.pts) for frame in decode_frames(self.path)]
+
+
+class _Timestamps:
+    """Makes decoded pts usable as output timestamps: present and strictly increasing.
+
+    Raw streams (.h264, .y4m) carry no pts, and broken files repeat them; a missing or
+    non-increasing pts is replaced by the previous one plus one frame at the stream's rate.
+    """
+
+    def __init__(self, probe: _Probe, path: Path):
+        step = 1
+        if probe.fps and probe.time_base:
+            step = max(1, round(1 / (probe.fps * probe.time_base)))
+        self._step, self._previous, self._path, self._repaired = step, None, path, 0
+
+    def next(self, pts: int | None) -> int:
+        if pts is None or (self._previous is not None and pts <= self._previous):
+            pts = 0 if self._previous is None else self._previous + self._step
+            self._repaired += 1
+            if self._repaired == 1:
+                logger.warning("%s: missing or repeated timestamps; numbering frames at the stream rate.", self._path)
+        self._previous = int(pts)
+        return self._previous
 
 
 def _open_container(path: Path) -> av.container.InputContainer:
@@ -242,8 +295,19 @@ def _open_container(path: Path) -> av.container.InputContainer:
         ) from None
 
 
-def _decode(path: Path) -> Iterator[av.VideoFrame]:
-    """Decoded frames of the first video stream, lazily, with frame+slice threading."""
+def decode_frames(path: str | os.PathLike) -> Iterator[av.VideoFrame]:
+    """Decoded frames of a video's first stream, lazily, with frame+slice threading.
+
+    Args:
+        path: A video file.
+
+    Yields:
+        ``av.VideoFrame`` in decoding-output order (no colour conversion).
+
+    Raises:
+        VideoReadError: The file cannot be opened or decoding fails part way.
+    """
+    path = Path(path)
     container = _open_container(path)
     index = 0
     try:
@@ -267,13 +331,11 @@ def _probe_video(path: Path) -> _Probe:
             raise VideoReadError(f"Video {path} is not a readable video: it has no video stream.")
         stream = container.streams.video[0]
         has_audio = bool(container.streams.audio)
-        first = None
         try:
-            for first in container.decode(stream):
-                break
+            first = next(container.decode(stream), None)
         except av.error.FFmpegError as err:
             reason = getattr(err, "strerror", None) or str(err)
-            raise VideoReadError(f"Video {path} is not a readable video ({reason}).") from None
+            raise VideoReadError(f"Video {path} has no decodable video frames ({reason}).") from None
         if first is None:
             raise VideoReadError(f"Video {path} has no decodable video frames.")
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
@@ -314,8 +376,15 @@ def open_source(path: str | os.PathLike, frames_fps: Fraction | int | None = Non
     if path.is_dir():
         files = list_images(path)
         if not files:
+            if any(is_video(entry) for entry in path.iterdir()):
+                raise VideoReadError(
+                    f"Folder {path} holds videos, not frames; open each video on its own "
+                    f"(vsrkit.io.list_inputs pairs them with outputs)."
+                )
             raise VideoReadError(f"Folder {path} contains no frames or videos (expected .png/.jpg/.bmp/.tif images).")
         width, height, depth, pix_fmt = probe_image(files[0])
+        if frames_fps is not None and Fraction(frames_fps) <= 0:
+            raise UserError(f"`frames_fps` must be > 0. Got {frames_fps}.")
         fps = Fraction(frames_fps) if frames_fps is not None else None
         probe = _Probe(width, height, fps, 1 / fps if fps else None, pix_fmt, depth, False)
         return FrameSource(path, "frames", probe, frame_files=files)

@@ -114,6 +114,8 @@ class VideoWriter:
         self.fps = Fraction(fps)
         self.time_base = Fraction(time_base) if time_base else 1 / self.fps
         self.codec, self.crf, self.pix_fmt = codec, int(crf), pix_fmt
+        if pix_fmt is not None:
+            self._check_pix_fmt()
         self.audio_from = Path(audio_from) if audio_from is not None else None
         self.trim_audio = trim_audio
         self.frames_written = 0
@@ -206,21 +208,21 @@ class VideoWriter:
         self._uses_pts = uses_pts
         return frames
 
+    def _check_pix_fmt(self) -> None:
+        supported = [fmt.name for fmt in av.codec.Codec(_ENCODERS[self.codec], "w").video_formats]
+        if self.pix_fmt not in supported:
+            raise UserError(f"`pix_fmt` {self.pix_fmt!r} is not supported by {self.codec}; choose one of {supported}.")
+        if (self.width % 2 or self.height % 2) and self.pix_fmt in _FULL_CHROMA:
+            raise UserError(
+                f"`pix_fmt` {self.pix_fmt} needs an even size; the video is {self.width}x{self.height}. "
+                f"Use {_FULL_CHROMA[self.pix_fmt]} or leave pix_fmt unset."
+            )
+
     def _choose_pix_fmt(self, dtype: np.dtype) -> str:
-        codec = av.codec.Codec(_ENCODERS[self.codec], "w")
-        supported = [fmt.name for fmt in codec.video_formats]
-        odd = self.width % 2 or self.height % 2
         if self.pix_fmt is not None:
-            if self.pix_fmt not in supported:
-                raise UserError(f"`pix_fmt` {self.pix_fmt!r} is not supported by {self.codec}; choose one of {supported}.")
-            if odd and self.pix_fmt in _FULL_CHROMA:
-                raise UserError(
-                    f"`pix_fmt` {self.pix_fmt} needs an even size; the video is {self.width}x{self.height}. "
-                    f"Use {_FULL_CHROMA[self.pix_fmt]} or leave pix_fmt unset."
-                )
             return self.pix_fmt
         pix_fmt = _DEFAULT_PIX_FMT[(self.codec, np.dtype(dtype).name)]
-        if odd and pix_fmt in _FULL_CHROMA:
+        if (self.width % 2 or self.height % 2) and pix_fmt in _FULL_CHROMA:
             logger.warning(
                 "%s: %dx%d is odd, which %s cannot store; writing %s (not playable in some browsers).",
                 self.path, self.width, self.height, pix_fmt, _FULL_CHROMA[pix_fmt],

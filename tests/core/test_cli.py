@@ -1,0 +1,135 @@
+"""The command line as users type it: `python -m vsrkit.cli ...` in a subprocess."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+
+
+def vsrkit(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vsrkit.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def frame_times(path: Path) -> list:
+    with av.open(str(path)) as c:
+        return [round(float(f.time), 6) for f in c.decode(video=0)]
+
+
+def probe(path: Path) -> tuple:
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = sum(1 for _ in c.decode(video=0))
+    with av.open(str(path)) as c:
+        return (v.codec_context.width, v.codec_context.height, frames, c.streams.video[0].average_rate,
+                [a.codec_context.name for a in c.streams.audio])
+
+
+def test_ls_imports_no_heavy_module():
+    code = ("import sys; from vsrkit.cli import main; main(['ls']); "
+            "heavy = [m for m in ('torch', 'diffusers', 'av', 'transformers', 'hydra') if m in sys.modules]; "
+            "print('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout
+    assert "bicubic" in out.stdout and "lanczos" in out.stdout
+
+
+def test_help_and_unknown_command():
+    assert "vsrkit infer method=" in vsrkit("--help").stdout
+    out = vsrkit("infre")
+    assert out.returncode == 2 and "Did you mean infer?" in out.stderr
+
+
+def test_cfg_job_prints_the_composed_config():
+    out = vsrkit("infer", "method=lanczos", "input=a.mp4", "output=b.mp4", "--cfg", "job")
+    assert out.returncode == 0, out.stderr
+    assert "lobes: 3" in out.stdout and "codec: h264" in out.stdout
+
+
+@pytest.fixture
+def bad_inputs(tmp_path, real_data):
+    text = tmp_path / "fake.mp4"
+    text.write_text("not a video")
+    data = (real_data / "zhengchen1999_DOVE/003.mp4").read_bytes()
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) * 2 // 5])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    good = real_data / "zhengchen1999_DOVE/003.mp4"
+    return {"missing": tmp_path / "missing.mp4", "text": text, "truncated": truncated, "empty": empty, "good": good}
+
+
+@pytest.mark.parametrize("case,args,expected", [
+    ("missing", [], "does not exist"),
+    ("text", [], "fake.mp4"),
+    ("truncated", [], "truncated.mp4"),
+    ("empty", [], "empty"),
+    ("good", ["method=bicubc"], "Did you mean `bicubic`?"),
+    ("good", ["scale=0"], "`scale` must be an integer >= 1. Got 0."),
+    ("good", ["io.codec=vp9"], "`io.codec` must be one of"),
+])
+def test_bad_input_is_one_line_and_exit_2(bad_inputs, tmp_path, case, args, expected):
+    out = vsrkit("infer", "method=bicubic", f"input={bad_inputs[case]}", f"output={tmp_path / 'o.mp4'}", *args)
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    assert expected in lines[0]
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_output_equal_to_input_is_refused(real_data, tmp_path):
+    src = tmp_path / "in.mp4"
+    src.write_bytes((real_data / "zhengchen1999_DOVE/003.mp4").read_bytes())
+    before = src.read_bytes()
+    out = vsrkit("infer", "method=bicubic", f"input={src}", f"output={src}", "overwrite=true")
+    assert out.returncode == 2 and "error: " in out.stderr
+    assert src.read_bytes() == before
+
+
+def test_existing_output_is_kept_without_overwrite(real_data, tmp_path):
+    dst = tmp_path / "o.mp4"
+    dst.write_bytes(b"keep me")
+    out = vsrkit("infer", "method=bicubic", f"input={real_data / 'zhengchen1999_DOVE/003.mp4'}", f"output={dst}")
+    assert out.returncode == 2 and "overwrite=true" in out.stderr
+    assert dst.read_bytes() == b"keep me"
+
+
+def test_bicubic_odd_size_clip(real_data, tmp_path):
+    out = vsrkit("infer", "method=bicubic", f"input={real_data / 'zhengchen1999_DOVE/002.mp4'}",
+                 f"output={tmp_path / 'o.mp4'}", "scale=4")
+    assert out.returncode == 0, out.stderr
+    assert probe(tmp_path / "o.mp4")[:3] == (1272, 720, 32)
+
+
+def test_bicubic_keeps_decoded_frames_rate_and_audio(real_data, tmp_path):
+    # Header says 79 frames, 71 decode; the first decoded frame is not a keyframe.
+    out = vsrkit("infer", "method=bicubic", f"input={real_data / 'sczhou_Upscale-A-Video/old_animation_1.mp4'}",
+                 f"output={tmp_path / 'o.mp4'}", "scale=2")
+    assert out.returncode == 0, out.stderr
+    assert probe(tmp_path / "o.mp4")[:3] == (640, 480, 71)
+    assert probe(tmp_path / "o.mp4")[4] == ["aac"]
+    # The input's average rate counts the 8 frames the decoder drops, so compare timestamps instead.
+    assert frame_times(tmp_path / "o.mp4") == frame_times(real_data / "sczhou_Upscale-A-Video/old_animation_1.mp4")
+
+
+def test_fractional_rate_and_audio_with_max_frames(real_data, tmp_path):
+    out = vsrkit("infer", "method=lanczos", f"input={real_data / 'xinntao_Real-ESRGAN/onepiece_demo.mp4'}",
+                 f"output={tmp_path / 'o.mkv'}", "scale=2", "max_frames=24", "io.codec=ffv1")
+    assert out.returncode == 0, out.stderr
+    width, height, frames, _, audio = probe(tmp_path / "o.mkv")
+    assert (width, height, frames, audio) == (1280, 960, 24, ["aac"])
+    # MKV stores milliseconds; the frame times still match the source's to the millisecond.
+    source_times = frame_times(real_data / "xinntao_Real-ESRGAN/onepiece_demo.mp4")[:24]
+    assert frame_times(tmp_path / "o.mkv") == pytest.approx(source_times, abs=1e-3)
+
+
+def test_ntsc_rate_survives_into_mp4(real_data, tmp_path):
+    from fractions import Fraction
+
+    out = vsrkit("infer", "method=bicubic", f"input={real_data / 'xinntao_Real-ESRGAN/onepiece_demo.mp4'}",
+                 f"output={tmp_path / 'o.mp4'}", "scale=1", "max_frames=30")
+    assert out.returncode == 0, out.stderr
+    assert probe(tmp_path / "o.mp4") == (640, 480, 30, Fraction(1199, 50), ["aac"])
