@@ -26,7 +26,7 @@ def run(cfg) -> None:
     from vsrkit.engine.build import build_method, hydra_choice, to_dataclass
     from vsrkit.engine.evaluate import build_metric_set, score_pairs
     from vsrkit.engine.inference import WindowRunner, apply_overrides, resolve_device
-    from vsrkit.engine.run_infer import upscale_file
+    from vsrkit.engine.run_infer import keyframes_from_config, upscale_file
 
     method_name, backbone_name, data_name = hydra_choice("method"), hydra_choice("backbone"), hydra_choice("data")
     job_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -38,15 +38,11 @@ def run(cfg) -> None:
                            engine_cfg.tile_overlap)
     device = resolve_device(engine_cfg.device)
     method.load(device, torch.float32)
-    keyframes_for = None
-    if spec.uses_keyframes:
-        from vsrkit.engine.keyframes import keyframes_from_config
-
-        keyframes_for = keyframes_from_config(cfg.keyframes, scale=spec.scale)
     runner = WindowRunner(method, spec, device, blend=engine_cfg.blend, seed=engine_cfg.seed)
     videos, stats = [], []
     for clip in clips:
         dst = job_dir / "outputs" / f"{clip.name}.mkv"
+        keyframes_for = keyframes_from_config(cfg.keyframes, spec.scale, clip.gt) if spec.uses_keyframes else None
         stats.append(upscale_file(runner, Path(clip.lq), dst, io_cfg=io_cfg, overwrite=True,
                                   max_frames=cfg.max_frames, decode_chunk=engine_cfg.decode_chunk,
                                   keyframes_for=keyframes_for, progress=cfg.progress))

@@ -33,7 +33,7 @@ def run(cfg) -> None:
     method.load(device, torch.float32)
     keyframes_for = None
     if spec.uses_keyframes:
-        from vsrkit.engine.keyframes import keyframes_from_config
+        from vsrkit.engine.run_infer import keyframes_from_config
 
         keyframes_for = keyframes_from_config(cfg.keyframes, scale=spec.scale)
     runner = WindowRunner(method, spec, device, blend=engine_cfg.blend, seed=engine_cfg.seed)

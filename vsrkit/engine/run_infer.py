@@ -96,6 +96,44 @@ class _ImageWriter:
             write_image(self.path, self.frames[0], overwrite=self.overwrite)
 
 
+def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None):
+    """``(source, num_frames) -> {frame index: (3, H*s, W*s) tensor}`` for ``upscale_file``.
+
+    Args:
+        node: The ``keyframes`` config node (:class:`vsrkit.engine.keyframes.KeyframesConfig`).
+        scale: Upscaling factor.
+        gt_path: Ground truth of the clip (``bench``), used by ``source=gt`` when
+            ``keyframes.gt`` is empty.
+    """
+    import dataclasses
+
+    from vsrkit.engine.build import to_dataclass
+    from vsrkit.engine.inference import frames_to_model
+    from vsrkit.engine.keyframes import prepare_keyframes
+
+    config = to_dataclass(node, "keyframes")
+    if gt_path is not None and not config.gt:
+        config = dataclasses.replace(config, gt=str(gt_path))
+
+    def make(source, num_frames: int) -> dict:
+        from vsrkit.io import open_source
+
+        info = source.info
+
+        def lq_frame(index: int) -> torch.Tensor:
+            # Keyframes are few: decoding up to each one again keeps memory flat.
+            for chunk in open_source(info.path).chunks(16, max_frames=index + 1):
+                if chunk.start + len(chunk.frames) > index:
+                    return frames_to_model(chunk.frames[index - chunk.start][None])[0, :, 0]
+            raise UserError(f"`{info.path}` has no frame {index}.")
+
+        out_hw = (info.height * scale, info.width * scale)
+        return prepare_keyframes(config, input_path=str(info.path), num_frames=num_frames, lq_frame=lq_frame,
+                                 out_hw=out_hw, scale=scale)
+
+    return make
+
+
 def upscale_file(runner: WindowRunner, src: Path, dst: Path, *, io_cfg: IOConfig, overwrite: bool,
                  max_frames: int | None, decode_chunk: int, keyframes_for=None, progress: bool = True) -> FileStats:
     """Upscale one input file or frames folder into ``dst``.

@@ -71,6 +71,9 @@ class IOConfig:
 
 
 def register_settings_schemas(store) -> None:
-    """Store the dataclasses above in Hydra's ConfigStore (``schema/engine``, ``schema/io``)."""
+    """Store the engine's settings in Hydra's ConfigStore (``schema/engine``, ``schema/io``, ``schema/keyframes``)."""
     store.store(group="schema/engine", name="default", node=EngineConfig)
     store.store(group="schema/io", name="default", node=IOConfig)
+    from vsrkit.engine.keyframes import KeyframesConfig
+
+    store.store(group="schema/keyframes", name="default", node=KeyframesConfig)
