@@ -40,12 +40,79 @@ def register_builtins() -> None:
     # --- end methods ------------------------------------------------------------------
 
     # --- backbones --------------------------------------------------------------------
+    # One entry per preset: impl = the family wrapper, config = BackboneConfig (architectures in
+    # vsrkit/backbones/presets.py, YAML in conf/backbone/<name>.yaml).
+    bb, bbc = "vsrkit.backbones", "vsrkit.backbones.config:BackboneConfig"
+    for name, family, wrapper, tiny, summary in (
+        ("cogvideox1.5-5b-i2v", "cogvideox", "cogvideox:CogVideoXBackbone", False,
+         "CogVideoX1.5-5B image-to-video (SparkVSR's base)"),
+        ("cogvideox1.5-5b-i2v-tiny", "cogvideox", "cogvideox:CogVideoXBackbone", True,
+         "CPU-test twin of cogvideox1.5-5b-i2v (random weights)"),
+        ("wan2.1-t2v-1.3b", "wan", "wan:WanBackbone", False, "Wan2.1 text-to-video 1.3B (PS-SR's, InfVSR's base)"),
+        ("wan2.1-t2v-1.3b-tiny", "wan", "wan:WanBackbone", True, "CPU-test twin of wan2.1-t2v-1.3b (random weights)"),
+        ("ltx-video-2b", "ltx", "ltx:LTXBackbone", False, "LTX-Video 2B, 0.9.1 VAE (TurboVSR's base)"),
+        ("ltx-video-2b-tiny", "ltx", "ltx:LTXBackbone", True, "CPU-test twin of ltx-video-2b (random weights)"),
+    ):
+        BACKBONES.register(name, f"{bb}.{wrapper}", config=bbc, family=family, tiny=tiny, summary=summary)
     # --- end backbones ----------------------------------------------------------------
 
     # --- datasets and degradations ----------------------------------------------------
+    paired, hq, dcfg = "vsrkit.data.paired:PairedVideoDataset", "vsrkit.data.hq:HQDataset", "vsrkit.data.config"
+    for name, summary in [
+        ("paired", "GT/LQ pairs: <root>/{GT,LQ}/<clip>/ frames or <root>/{GT-Video,LQ-Video}/<clip>.mkv"),
+        ("udm10", "UDM10, 10 clips (paired layout; set data.root)"),
+        ("spmcs", "SPMCS, 30 clips (paired layout; set data.root)"),
+        ("youhq40", "YouHQ40, 40 clips (paired layout; set data.root)"),
+        ("realvsr", "RealVSR, 50 real LR/HR clips (paired layout; set data.root)"),
+        ("movielq", "MovieLQ, 10 old-movie clips, LQ only (paired layout; set data.root)"),
+        ("vid4-calendar", "Vid4 calendar, 20 frames GT + LR_BDx4 from ../shared/data/real"),
+    ]:
+        DATASETS.register(name, paired, config=f"{dcfg}:PairedDataConfig", summary=summary)
+    DATASETS.register("hq", hq, config=f"{dcfg}:HQDataConfig",
+                      summary="HQ videos/images degraded on the fly (images as pseudo-videos)")
+    DATASETS.register("demo", hq, config=f"{dcfg}:HQDataConfig",
+                      summary="training smoke set: the real clips under ../shared/data/real, degraded on the fly")
+    dg, dgc = "vsrkit.data.degradations", "vsrkit.data.degradations.config"
+    DEGRADATIONS.register("realbasicvsr", f"{dg}.realbasicvsr:RealBasicVSRDegradation",
+                          config=f"{dgc}:RealBasicVSRConfig",
+                          summary="second-order RealBasicVSR video pipeline (DOVE/SparkVSR)")
+    DEGRADATIONS.register("pssr", f"{dg}.pssr:PSSRDegradation", config=f"{dgc}:PSSRDegradationConfig",
+                          summary="per-frame Real-ESRGAN video variant (PS-SR)")
+    DEGRADATIONS.register("bd", f"{dg}.classic:BDDegradation", config=f"{dgc}:BDConfig",
+                          summary="Gaussian blur sigma 1.6 + subsampling (Vid4 BD)")
+    DEGRADATIONS.register("bicubic", f"{dg}.classic:BicubicDegradation", config=f"{dgc}:BicubicDegradationConfig",
+                          summary="MATLAB-style antialiased bicubic downsampling")
     # --- end datasets and degradations ------------------------------------------------
 
     # --- metrics ----------------------------------------------------------------------
+    fr, mc = "vsrkit.metrics.full_reference", "vsrkit.metrics.config"
+    iqa, tmp = "vsrkit.metrics.pyiqa_adapter", "vsrkit.metrics.temporal"
+    METRICS.register("psnr", f"{fr}:PSNRMetric", config=f"{mc}:PSNRConfig", kind="FR",
+                     summary="PSNR per frame, RGB (pyiqa psnr), dB; identical frames = 80 dB")
+    METRICS.register("psnry", f"{fr}:PSNRYMetric", config=f"{mc}:PSNRYConfig", kind="FR",
+                     summary="PSNR per frame on luma (BasicSR rgb2ycbcr Y), dB")
+    METRICS.register("ssim", f"{fr}:SSIMMetric", config=f"{mc}:SSIMConfig", kind="FR",
+                     summary="SSIM per frame on luma (pyiqa ssim)")
+    METRICS.register("ssimc", f"{fr}:SSIMCMetric", config=f"{mc}:SSIMCConfig", kind="FR",
+                     summary="SSIM per frame on RGB (pyiqa ssimc)")
+    METRICS.register("lpips", f"{iqa}:LPIPSMetric", config=f"{mc}:LPIPSConfig", kind="FR", needs="pyiqa",
+                     summary="LPIPS AlexNet v0.1 per frame (pyiqa, local weights)")
+    METRICS.register("dists", f"{iqa}:DISTSMetric", config=f"{mc}:DISTSConfig", kind="FR", needs="pyiqa",
+                     summary="DISTS per frame (pyiqa, local weights)")
+    METRICS.register("niqe", f"{iqa}:NIQEMetric", config=f"{mc}:NIQEConfig", kind="NR", needs="pyiqa",
+                     summary="NIQE per frame (pyiqa, local pristine-model file)")
+    METRICS.register("musiq", f"{iqa}:MUSIQMetric", config=f"{mc}:MUSIQConfig", kind="NR", needs="pyiqa",
+                     summary="MUSIQ KonIQ per frame (pyiqa, local weights)")
+    METRICS.register("clipiqa", f"{iqa}:CLIPIQAMetric", config=f"{mc}:CLIPIQAConfig", kind="NR", needs="pyiqa",
+                     summary="CLIP-IQA per frame (pyiqa, local CLIP RN50)")
+    METRICS.register("pyiqa", f"{iqa}:PyiqaMetric", config=f"{mc}:PyiqaConfig", needs="pyiqa",
+                     summary="any pyiqa metric by name (metric.pyiqa.name=...)")
+    METRICS.register("ewarp", f"{tmp}:EwarpMetric", config=f"{mc}:EwarpConfig", kind="temporal",
+                     summary="E*warp per frame pair (RAFT with local weights, else Farneback)")
+    METRICS.register("tof", f"{tmp}:TOFMetric", config=f"{mc}:TOFConfig", kind="temporal",
+                     summary="TecoGAN tOF per frame pair (Farneback, weight-free)")
+    METRICS.register("tlpips", f"{tmp}:TLPIPSMetric", config=f"{mc}:TLPIPSConfig", kind="temporal",
+                     needs="pyiqa", summary="TecoGAN tLP x100 per frame pair (LPIPS via pyiqa)")
     # --- end metrics ------------------------------------------------------------------
 
     # --- keyframes --------------------------------------------------------------------

@@ -104,9 +104,9 @@ class PyiqaConfig:
         name: pyiqa metric name (``pyiqa.list_models()``), e.g. ``"lpips-vgg"``.
         pretrained_model_path: Local weights file handed to pyiqa. Empty: pyiqa's cache,
             ``$TORCH_HOME/hub/pyiqa/<basename>``, must already hold the file.
-        torch_home: Folder used as ``torch.hub``'s directory while the metric is built (where
-            pyiqa, torchvision and CLIP look for cached weights). Empty: the current
-            ``torch.hub.get_dir()``.
+        torch_home: ``$TORCH_HOME`` to use while the metric is built: pyiqa, torchvision and CLIP
+            then look for cached weights under ``<torch_home>/hub/{pyiqa,checkpoints,clip}``.
+            Empty: the current ``torch.hub.get_dir()``.
         crop_border: Pixels dropped at each image edge before scoring.
         batch_frames: Frames scored per pyiqa call (pyiqa's evaluators use 1 to avoid 32-bit
             index overflow on large frames).
@@ -150,12 +150,23 @@ class DISTSConfig(PyiqaConfig):
 @dataclass
 class NIQEConfig(PyiqaConfig):
     """Options of ``niqe`` (pyiqa ``niqe``): needs ``niqe_modelparameters.mat`` (a MATLAB file with
-    ``mu_prisparam`` and ``cov_prisparam``).
+    ``mu_prisparam`` and ``cov_prisparam``), or another pristine model given as
+    ``pretrained_model_path``.
 
-    ``pretrained_model_path`` may also name BasicSR's ``niqe_pris_params.npz`` (keys
-    ``mu_pris_param``, ``cov_pris_param``: the official MATLAB pristine model); it is converted
-    to the ``.mat`` layout pyiqa reads.
+    ``pretrained_model_path`` may name BasicSR's ``niqe_pris_params.npz`` (keys ``mu_pris_param``,
+    ``cov_pris_param``: the official MATLAB pristine model, no neural weights); it is converted to
+    the ``.mat`` layout pyiqa reads. With it and ``color_space="ycbcr"``, baboon.png scores
+    5.7300 (BasicSR 5.72958, MATLAB R2021a 5.72957).
+
+    Args:
+        color_space: Luma of the RGB input: ``"yiq"`` (pyiqa default) or ``"ycbcr"`` (BasicSR/MATLAB).
     """
+
+    color_space: str = "yiq"
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_choice("color_space", self.color_space, COLOR_SPACES)
 
 
 @dataclass
@@ -165,10 +176,9 @@ class MUSIQConfig(PyiqaConfig):
 
 @dataclass
 class CLIPIQAConfig(PyiqaConfig):
-    """Options of ``clipiqa``: needs OpenAI CLIP ``RN50.pt`` under ``$TORCH_HOME/hub/clip``.
-
-    pyiqa's ``clipiqa`` takes no weights path; point ``torch_home`` at the folder that holds
-    ``clip/RN50.pt`` (``pretrained_model_path`` is not used by this metric).
+    """Options of ``clipiqa``: needs OpenAI CLIP ``RN50.pt`` under ``$TORCH_HOME/hub/clip``
+    (or ``pretrained_model_path=<RN50.pt>``, handed to pyiqa as the CLIP ``backbone`` file), and
+    the ``openai-clip`` package.
     """
 
 
@@ -233,7 +243,7 @@ class TLPIPSConfig:
 
     Args:
         pretrained_model_path: Local ``LPIPS_v0.1_alex-df73285e.pth``; empty: pyiqa's cache.
-        torch_home: Folder used as ``torch.hub``'s directory while LPIPS is built.
+        torch_home: ``$TORCH_HOME`` to read cached weights from while LPIPS is built (see PyiqaConfig).
         crop_8x8: Score TecoGAN's centred crop of each frame (as TecoGAN does for tLP).
         crop_border: Pixels dropped at each image edge before scoring.
         device: Torch device LPIPS runs on.
