@@ -11,7 +11,9 @@ import torch
 class EMA:
     """``shadow = decay * shadow + (1 - decay) * param`` after each optimizer step.
 
-    The shadow copies live on the parameters' device, in the parameters' dtype.
+    The shadow copies live on the parameters' device in float32, whatever the parameters' dtype:
+    with bf16 weights (DeepSpeed bf16) and a decay of 0.999 the update ``0.001 * (param - shadow)``
+    would mostly round away in bf16.
 
     Args:
         params: The parameters to average (the order is the key of :meth:`state_dict`).
@@ -26,12 +28,12 @@ class EMA:
         self.params = list(params)
         self.decay = decay
         self.start_step = start_step
-        self.shadow = [p.detach().clone() for p in self.params]
+        self.shadow = [p.detach().to(torch.float32, copy=True) for p in self.params]
 
     @torch.no_grad()
     def update(self, step: int) -> None:
         """Fold the current parameters in; ``step`` is the number of optimizer steps done."""
-        current = [p.detach() for p in self.params]
+        current = [p.detach().float() for p in self.params]
         if step < self.start_step:
             torch._foreach_copy_(self.shadow, current)
         else:

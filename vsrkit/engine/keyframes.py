@@ -196,11 +196,12 @@ def select_iframes(config: KeyframesConfig, *, num_frames: int, input_path: Opti
     """Codec I-frames of the input video (read with PyAV), snapped down to multiples of
     ``align`` and spaced by ``min_gap``; frame 0 when the input has none (or is not a video)."""
     from vsrkit.io.images import is_video
-    from vsrkit.io.keyframes import iframe_indices
 
     if input_path is None or not is_video(input_path):
         logger.warning("keyframes.selector=iframes: input %s is not a video file; using frame 0.", input_path)
         return [0] if num_frames > 0 else []
+    from vsrkit.io.keyframes import iframe_indices
+
     found = [i for i in iframe_indices(input_path) if 0 <= i < num_frames]
     if not found:
         logger.warning("keyframes.selector=iframes: %s has no I-frames; using frame 0.", input_path)

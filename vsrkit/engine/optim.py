@@ -39,7 +39,7 @@ def method_groups(method, config: TrainConfig) -> list[ResolvedGroup]:
         UserError: a group has no trainable parameters, two groups share a parameter, or names repeat.
     """
     method_name = type(method).__name__
-    if hasattr(method, "optimizer_groups"):
+    if callable(getattr(method, "optimizer_groups", None)):
         groups = list(method.optimizer_groups())
     else:
         groups = [OptimizerGroup(name="main", params=list(method.trainable_parameters()))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -55,6 +56,14 @@ class TrainProgress:
 
             self.bar = tqdm(total=max_steps, initial=start_step, desc="train", dynamic_ncols=True, unit="step")
 
+    def logging_context(self):
+        """While the bar shows, route console log lines through it so they do not break it."""
+        if self.bar is None:
+            return contextlib.nullcontext()
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        return logging_redirect_tqdm()
+
     def record(self, values: dict[str, float]) -> None:
         """Add one step's values to the running means (logged at the next :meth:`flush`)."""
         for key, value in values.items():
@@ -70,6 +79,10 @@ class TrainProgress:
             self.bar.set_postfix(shown, refresh=False)
             self.bar.update(step - self.bar.n)
 
+    def elapsed_seconds(self) -> float:
+        """Seconds since this object was made (the run's start)."""
+        return time.perf_counter() - self._started
+
     def eta_seconds(self, step: int) -> float:
         """Remaining time from the mean of the recent step times."""
         recent = self._step_times[-50:]
@@ -77,10 +90,9 @@ class TrainProgress:
             return float("nan")
         return (self.max_steps - step) * sum(recent) / len(recent)
 
-    def flush(self, step: int, extra: dict[str, float]) -> dict[str, float]:
-        """Write the running means and ``extra`` (lr, step time) to tensorboard; returns what was written."""
+    def flush(self, step: int) -> dict[str, float]:
+        """Write the running means since the last flush to tensorboard; returns what was written."""
         means = {k: self._sums[k] / self._counts[k] for k in self._sums}
-        means.update(extra)
         self._sums.clear()
         self._counts.clear()
         if self.enabled:
@@ -97,12 +109,6 @@ class TrainProgress:
         if self.enabled and self.writer is not None:
             for key, value in values.items():
                 self.writer.add_scalar(key, float(value), step)
-
-    def write(self, message: str) -> None:
-        """Log ``message`` without breaking the bar."""
-        if not self.enabled:
-            return
-        logger.info(message)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -71,9 +71,12 @@ class IOConfig:
 
 
 def register_settings_schemas(store) -> None:
-    """Store the engine's settings in Hydra's ConfigStore (``schema/engine``, ``schema/io``, ``schema/keyframes``)."""
+    """Store the engine's settings in Hydra's ConfigStore (``schema/engine``, ``schema/io``, ``schema/keyframes``, ``schema/train``)."""
     store.store(group="schema/engine", name="default", node=EngineConfig)
     store.store(group="schema/io", name="default", node=IOConfig)
     from vsrkit.engine.keyframes import KeyframesConfig
 
     store.store(group="schema/keyframes", name="default", node=KeyframesConfig)
+    from vsrkit.engine.train_config import register_train_schema
+
+    register_train_schema(store)

@@ -132,3 +132,8 @@ class TrainConfig:
             raise UserError(f"`train.max_grad_norm` must be >= 0 (0 disables clipping). Got {self.max_grad_norm}.")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise UserError(f"`train.ema_decay` must be in (0, 1) or null. Got {self.ema_decay}.")
+
+
+def register_train_schema(store) -> None:
+    """Store :class:`TrainConfig` in Hydra's ConfigStore as ``schema/train/default`` (used by conf/train.yaml)."""
+    store.store(group="schema/train", name="default", node=TrainConfig)

@@ -1,0 +1,30 @@
+"""``vsrkit train``: train a method on a data preset (single process or ``accelerate launch``)."""
+
+from __future__ import annotations
+
+from vsrkit.errors import UserError
+
+
+def run(cfg) -> None:
+    from omegaconf import OmegaConf
+
+    from vsrkit.data import build_train_dataset
+    from vsrkit.engine.build import build_method, hydra_choice, to_dataclass
+    from vsrkit.engine.train import run_training
+
+    method_name, backbone_name = hydra_choice("method"), hydra_choice("backbone")
+    data_name, degradation_name = hydra_choice("data"), hydra_choice("degradation")
+    train_cfg = to_dataclass(cfg.train, "train")
+    data_cfg = to_dataclass(cfg.data, f"data `{data_name}`")
+    degradation_cfg = to_dataclass(cfg.degradation, f"degradation `{degradation_name}`")
+    method = build_method(cfg, method_name, backbone_name, cfg.scale)
+    if not callable(getattr(method, "training_step", None)):
+        raise UserError(f"method `{method_name}` has nothing to train (it has no training_step).")
+    clip = method.training_data_spec() if callable(getattr(method, "training_data_spec", None)) else \
+        {"num_frames": 1, "hr_size": (64, 64), "frame_multiple": 1, "frame_offset": 0}
+    dataset = build_train_dataset(data_cfg, degradation_cfg, scale=cfg.scale, seed=cfg.seed, **clip)
+    result = run_training(method, dataset, train_cfg, seed=cfg.seed, run_config=OmegaConf.to_container(cfg, resolve=True))
+    if result.interrupted:
+        print(f"stopped after step {result.step}; resume with train.resume=true (checkpoint {result.checkpoint})")
+    else:
+        print(f"trained {result.step} steps; checkpoint {result.checkpoint}; exported weights {result.export_dir}")
