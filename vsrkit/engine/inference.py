@@ -60,7 +60,13 @@ def apply_overrides(spec: WindowSpec, window: int | None, overlap: int | None, t
         changes["overlap"] = 0
     if changes.get("tile", spec.tile) is None:
         changes["tile_overlap"] = 0
-    return dataclasses.replace(spec, **changes)
+    try:
+        return dataclasses.replace(spec, **changes)
+    except ValueError as err:
+        from vsrkit.errors import UserError
+
+        raise UserError(f"engine settings with the method's defaults {spec.window=}, {spec.overlap=}, {spec.tile=}, "
+                        f"{spec.tile_overlap=}: {err} Set engine.overlap / engine.tile_overlap too.") from None
 
 
 def _pad_video(x: torch.Tensor, pad_h: int, pad_w: int, mode: str) -> torch.Tensor:
