@@ -90,4 +90,5 @@ class InterpolationMethod:
     def upscale(self, lq: torch.Tensor, context: WindowContext) -> torch.Tensor:
         """``lq (B, C, T, H, W)`` float32 in [-1, 1] -> ``(B, C, T, H*scale, W*scale)`` float32."""
         h, w = lq.shape[-2:]
-        return resize_frames(lq, h * self.scale, w * self.scale, self.kernel, self.param)
+        # Cubic and Lanczos kernels overshoot at edges; clip as PIL does when it stores 8 bits.
+        return resize_frames(lq, h * self.scale, w * self.scale, self.kernel, self.param).clamp_(-1.0, 1.0)

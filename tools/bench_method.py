@@ -1,0 +1,165 @@
+"""Time a vsrkit method end to end at full size (random weights), as docs/benchmarks.md reports it.
+
+The clock runs from the first input frame handed to the engine to the last output frame as uint8
+numpy on the CPU (model loading and file encoding excluded), the same span as the release timings
+in perf-notes.md. Each workload is run once to warm up, then ``--repeats`` times; the median is
+reported with peak GPU memory and, for backbone methods, the time inside VAE encode, transformer
+and VAE decode.
+
+Example (one H200)::
+
+    python tools/bench_method.py --method sparkvsr --backbone cogvideox1.5-5b-i2v \\
+        --lr 180x320 --lr 270x480 --frames 33 --sweep method.ref_guidance_scale=1,2 --out $OUT/spark.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def compose(method: str, backbone: str | None, overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    from vsrkit.commands.hydra_app import store_schemas
+    from vsrkit.plugins import setup_registries
+
+    setup_registries()
+    store_schemas()
+    args = [f"method={method}", "input=-", "output=-", *overrides]
+    if backbone:
+        args.append(f"backbone={backbone}")
+    with initialize_config_module(config_module="vsrkit.conf", version_base="1.3"):
+        return hydra_compose(config_name="infer", overrides=args, return_hydra_config=True)
+
+
+class Timers:
+    """Wall time (CUDA-synchronised) spent inside wrapped callables."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, obj, attr: str, name: str) -> None:
+        original = getattr(obj, attr)
+
+        def timed(*args, **kwargs):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            out = original(*args, **kwargs)
+            torch.cuda.synchronize()
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            return out
+
+        setattr(obj, attr, timed)
+
+
+@contextmanager
+def cuda_span():
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    box = {}
+    yield box
+    torch.cuda.synchronize()
+    box["seconds"] = time.perf_counter() - start
+
+
+def run_once(runner, frames: np.ndarray, keyframes: dict) -> float:
+    from vsrkit.engine.inference import model_to_frames, upscale_stream
+
+    class Chunk:
+        def __init__(self, f):
+            self.frames, self.pts = f, None
+
+    with cuda_span() as span:
+        for out, _ in upscale_stream(runner, [Chunk(frames)], len(frames), keyframes):
+            model_to_frames(out)
+    return span["seconds"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--backbone", default=None, help="backbone preset (default: the method's)")
+    parser.add_argument("--lr", action="append", required=True, help="input size HxW, e.g. 180x320 (repeatable)")
+    parser.add_argument("--frames", type=int, default=33)
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--keyframes", default="0", help="comma-separated keyframe indices ('' for none)")
+    parser.add_argument("--sweep", action="append", default=[], help="key=v1,v2: one workload per value")
+    parser.add_argument("--set", action="append", default=[], help="extra Hydra override (repeatable)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench_method.py needs a CUDA GPU (speed figures are GPU benchmarks).", file=sys.stderr)
+        return 2
+
+    from vsrkit.engine.build import build_method, to_dataclass
+    from vsrkit.engine.inference import WindowRunner, apply_overrides
+
+    sweeps = [[]]
+    for item in args.sweep:
+        key, values = item.split("=", 1)
+        sweeps = [s + [f"{key}={v}"] for s in sweeps for v in values.split(",")]
+    device = torch.device("cuda")
+    results = []
+    method, loaded_for = None, None
+    for sweep in sweeps:
+        cfg = compose(args.method, args.backbone, [*args.set, *sweep, f"scale={args.scale}"])
+        backbone_name = cfg.hydra.runtime.choices.backbone
+        key = (backbone_name, tuple(args.set))
+        method_cfg = to_dataclass(cfg.method, "method")
+        if method is None or loaded_for != key:
+            method = None
+            torch.cuda.empty_cache()
+            method = build_method(cfg, args.method, backbone_name, args.scale)
+            load_start = time.perf_counter()
+            method.load(device, torch.bfloat16)
+            print(f"loaded {args.method} on {backbone_name} in {time.perf_counter() - load_start:.1f} s", flush=True)
+            loaded_for = key
+            timers = Timers()
+            backbone = getattr(method, "backbone", None)
+            if backbone is not None:
+                timers.wrap(backbone.vae, "encode", "vae_encode")
+                timers.wrap(backbone.vae, "decode", "vae_decode")
+                timers.wrap(backbone, "predict", "transformer")
+        method.config = method_cfg  # swept method options take effect without reloading weights
+        spec = apply_overrides(method.window_spec(), window=args.frames, overlap=0, tile=0, tile_overlap=None)
+        runner = WindowRunner(method, spec, device)
+        for size in args.lr:
+            h, w = (int(v) for v in size.lower().split("x"))
+            rng = np.random.default_rng(0)
+            frames = rng.integers(0, 256, (args.frames, h, w, 3), dtype=np.uint8)
+            keyframes = {int(k): torch.rand(3, h * args.scale, w * args.scale) * 2 - 1
+                         for k in args.keyframes.split(",") if k.strip()}
+            run_once(runner, frames, keyframes)  # warm-up (kernels, cuDNN autotune, allocator)
+            torch.cuda.reset_peak_memory_stats()
+            times, parts = [], []
+            for _ in range(args.repeats):
+                timers.seconds = {}
+                times.append(run_once(runner, frames, keyframes))
+                parts.append(dict(timers.seconds))
+            median = statistics.median(times)
+            part = {k: statistics.median(p.get(k, 0.0) for p in parts) for k in parts[0]}
+            row = {"method": args.method, "backbone": backbone_name, "options": sweep + args.set,
+                   "lr": [h, w], "hr": [h * args.scale, w * args.scale], "frames": args.frames,
+                   "keyframes": sorted(keyframes), "seconds": median, "ms_per_frame": median / args.frames * 1000,
+                   "parts_seconds": part, "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+                   "gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "runs": times}
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
