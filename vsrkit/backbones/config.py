@@ -104,6 +104,11 @@ class BackboneConfig:
 
     def __post_init__(self):
         _check_choice("family", self.family, FAMILIES)
+        from vsrkit.backbones.presets import PRESETS  # plain Python, no torch
+
+        known = PRESETS.get(self.preset)
+        if known is not None and known.family != self.family:
+            raise ValueError(f"`family` must be `{known.family}` for preset `{self.preset}`. Got {self.family!r}.")
         _check_choice("dtype", self.dtype, DTYPES)
         if self.vae_dtype is not None:
             _check_choice("vae_dtype", self.vae_dtype, DTYPES)

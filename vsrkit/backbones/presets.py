@@ -281,8 +281,8 @@ WAN21_T2V_13B_TINY = Preset(
         "rope_max_seq_len": 32,
     },
     vae_class="AutoencoderKLWan",
-    # diffusers' test config (pssr.md §8.4) keeps the compression and the 16 latent channels.
-    vae={**_WAN_VAE, "base_dim": 3, "dim_mult": [1, 1, 1, 1], "num_res_blocks": 1},
+    # The real block layout (so the original-format converter applies) with 4 base channels instead of 96.
+    vae={**_WAN_VAE, "base_dim": 4},
     scheduler_class="FlowMatchEulerDiscreteScheduler",
     scheduler=_WAN_SCHEDULER,
     text=TextSpec(encoder="umt5", max_length=8, dim=16, zero_padding=True),

@@ -199,6 +199,8 @@ def apply_attention(model: torch.nn.Module, choice: str) -> str:
     diffusers_name = _DISPATCH_BACKENDS[choice]
     processors = [m.processor for m in model.modules() if hasattr(m, "processor")]
     if not any(hasattr(p, "_attention_backend") for p in processors):
+        if choice == "native":
+            return "PyTorch SDPA (the model's processor calls it directly; PyTorch picks the kernel)"
         raise UserError(
             f"`attention={choice}` is not supported by {cls}: its attention processor calls PyTorch SDPA "
             f"directly. Use one of [auto, cudnn, flash, efficient, math]."
@@ -247,7 +249,8 @@ def apply_offload(models: list[torch.nn.Module], mode: str, device: torch.device
     """Keep the weights of ``models`` in CPU memory and bring them to ``device`` when used.
 
     Args:
-        models: Transformer first, then the VAE (``model`` offload moves one model at a time).
+        models: Transformer first, then the VAE (``model`` offload moves one model at a time;
+            ``group`` offloads the transformer only).
         mode: ``none``, ``model``, ``sequential`` or ``group``.
         device: The CUDA device that runs the models.
 
@@ -271,8 +274,11 @@ def apply_offload(models: list[torch.nn.Module], mode: str, device: torch.device
         for m in models:
             cpu_offload(m, execution_device=device)
     elif mode == "group":
-        for m in models:
-            m.enable_group_offload(onload_device=torch.device(device), offload_device=torch.device("cpu"),
-                                   offload_type="block_level", num_blocks_per_group=1, use_stream=True)
+        # Block groups of the transformer stream in on a side CUDA stream while the previous group
+        # computes; the VAE (a few hundred MB) stays on the device.
+        models[0].enable_group_offload(onload_device=torch.device(device), offload_device=torch.device("cpu"),
+                                       offload_type="block_level", num_blocks_per_group=1, use_stream=True)
+        for m in models[1:]:
+            m.to(device)
     else:
         raise ValueError(f"`cpu_offload` must be one of ['none', 'model', 'sequential', 'group']. Got {mode!r}.")

@@ -121,7 +121,8 @@ class PromptEncoder:
 
         data = load_file(str(path))
         if "prompt_embedding" not in data:
-            raise WeightsError(f"`{path}` has no `prompt_embedding` tensor (keys: {sorted(data)}); delete it to re-encode.")
+            raise WeightsError(f"`{path}` has no `prompt_embedding` tensor (keys: {sorted(data)}); "
+                               f"delete it to re-encode.")
         embeds = data["prompt_embedding"]
         if embeds.dim() == 2:  # DOVE stores (L, D)
             embeds = embeds.unsqueeze(0)
@@ -154,12 +155,19 @@ class PromptEncoder:
             enc, tok = root / "text_encoder", root / "tokenizer"
         else:
             enc, tok = root, root
+        if any(enc.glob("models_t5_umt5-xxl-enc-*.pth")):
+            raise WeightsError(
+                f"`{enc}` holds the original-format umT5 (`models_t5_umt5-xxl-enc-bf16.pth`), which vsrkit does not "
+                f"read; set `backbone.text_encoder_path` to a transformers folder with `text_encoder/` and "
+                f"`tokenizer/` (as in Wan-AI/Wan2.1-T2V-1.3B-Diffusers)."
+            )
         if not (enc / "config.json").is_file():
             raise WeightsError(
                 f"Text encoder not found: expected `{enc / 'config.json'}` (a transformers "
                 f"{_ENCODER_NAMES[self.spec.encoder]} encoder folder) under `text_encoder_path={root}`."
             )
-        if not tok.is_dir() or not any(tok.glob("*token*")) and not any(tok.glob("spiece.model")):
+        has_tokenizer = tok.is_dir() and (any(tok.glob("*token*")) or any(tok.glob("spiece.model")))
+        if not has_tokenizer:
             raise WeightsError(f"Tokenizer not found: expected tokenizer files in `{tok}` (text_encoder_path={root}).")
         return enc, tok
 
