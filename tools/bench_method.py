@@ -42,6 +42,11 @@ def compose(method: str, backbone: str | None, overrides: list[str]):
         return hydra_compose(config_name="infer", overrides=args, return_hydra_config=True)
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 class Timers:
     """Wall time (CUDA-synchronised) spent inside wrapped callables."""
 
@@ -52,10 +57,10 @@ class Timers:
         original = getattr(obj, attr)
 
         def timed(*args, **kwargs):
-            torch.cuda.synchronize()
+            _sync()
             start = time.perf_counter()
             out = original(*args, **kwargs)
-            torch.cuda.synchronize()
+            _sync()
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
             return out
 
@@ -64,11 +69,11 @@ class Timers:
 
 @contextmanager
 def cuda_span():
-    torch.cuda.synchronize()
+    _sync()
     start = time.perf_counter()
     box = {}
     yield box
-    torch.cuda.synchronize()
+    _sync()
     box["seconds"] = time.perf_counter() - start
 
 
@@ -97,9 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], help="extra Hydra override (repeatable)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--device", default="cuda", help="cuda (figures) or cpu (smoke run with a -tiny backbone)")
+    parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("bench_method.py needs a CUDA GPU (speed figures are GPU benchmarks).", file=sys.stderr)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("no CUDA GPU: speed figures are GPU benchmarks (use --device cpu for a smoke run).", file=sys.stderr)
         return 2
 
     from vsrkit.engine.build import build_method, to_dataclass
@@ -109,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.sweep:
         key, values = item.split("=", 1)
         sweeps = [s + [f"{key}={v}"] for s in sweeps for v in values.split(",")]
-    device = torch.device("cuda")
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    on_gpu = device.type == "cuda"
     results = []
     method, loaded_for = None, None
     for sweep in sweeps:
@@ -119,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         method_cfg = to_dataclass(cfg.method, "method")
         if method is None or loaded_for != key:
             method = None
-            torch.cuda.empty_cache()
+            if on_gpu:
+                torch.cuda.empty_cache()
             method = build_method(cfg, args.method, backbone_name, args.scale)
             load_start = time.perf_counter()
-            method.load(device, torch.bfloat16)
+            method.load(device, dtype)
             print(f"loaded {args.method} on {backbone_name} in {time.perf_counter() - load_start:.1f} s", flush=True)
             loaded_for = key
             timers = Timers()
@@ -141,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             keyframes = {int(k): torch.rand(3, h * args.scale, w * args.scale) * 2 - 1
                          for k in args.keyframes.split(",") if k.strip()}
             run_once(runner, frames, keyframes)  # warm-up (kernels, cuDNN autotune, allocator)
-            torch.cuda.reset_peak_memory_stats()
+            if on_gpu:
+                torch.cuda.reset_peak_memory_stats()
             times, parts = [], []
             for _ in range(args.repeats):
                 timers.seconds = {}
@@ -152,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
             row = {"method": args.method, "backbone": backbone_name, "options": sweep + args.set,
                    "lr": [h, w], "hr": [h * args.scale, w * args.scale], "frames": args.frames,
                    "keyframes": sorted(keyframes), "seconds": median, "ms_per_frame": median / args.frames * 1000,
-                   "parts_seconds": part, "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
-                   "gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "runs": times}
+                   "parts_seconds": part,
+                   "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else 0.0,
+                   "gpu": torch.cuda.get_device_name() if on_gpu else "cpu", "torch": torch.__version__, "runs": times}
             results.append(row)
             print(json.dumps(row), flush=True)
     if args.out:

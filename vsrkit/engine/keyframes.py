@@ -67,6 +67,9 @@ class KeyframesConfig:
         gt: ``gt``: ground-truth video file, folder of frames or image, at the output size.
         method: ``method``: registered method name run on the single LR frame (image mode).
         method_options: ``method``: overrides of that method's config fields.
+        method_backbone: ``method``: ``BackboneConfig`` fields for a method that needs a backbone
+            (e.g. ``{preset: cogvideox1.5-5b-i2v, family: cogvideox, path: /models/x}``); empty
+            for methods without one.
         command: ``command``: command template; ``{input}`` (LR frame PNG), ``{output}``
             (expected output PNG) or ``{output_dir}`` (folder the program writes one image
             into), ``{scale}`` and ``{index}`` are substituted. Run without a shell.
@@ -88,6 +91,7 @@ class KeyframesConfig:
     gt: str = ""
     method: str = ""
     method_options: Dict[str, Any] = field(default_factory=dict)
+    method_backbone: Dict[str, Any] = field(default_factory=dict)
     command: str = ""
     command_cwd: str = ""
     command_timeout_s: float = 600.0
@@ -112,6 +116,7 @@ class KeyframesConfig:
         self.indices = [int(i) for i in self.indices]
         self.images = [str(p) for p in self.images]
         self.method_options = dict(self.method_options)
+        self.method_backbone = dict(self.method_backbone)
 
 
 @dataclass
@@ -175,7 +180,8 @@ def check_indices(indices: list[int], num_frames: int, min_gap: int, key: str = 
 # --------------------------------------------------------------------------------------------
 
 
-def select_first_middle_last(config: KeyframesConfig, *, num_frames: int, input_path: Optional[str] = None) -> list[int]:
+def select_first_middle_last(config: KeyframesConfig, *, num_frames: int,
+                             input_path: Optional[str] = None) -> list[int]:
     """First, middle and last frame: the release's ``_select_indices`` ([0, F//2, F-1], SV:
     finetune/utils/ref_utils.py), snapped down to multiples of ``align`` as the official ComfyUI
     port does (SVC reference.py ``auto_select_ref_indices``). For F = 8k+1 both agree."""
@@ -414,10 +420,23 @@ def source_method(config: KeyframesConfig, indices: list[int], request: Keyframe
         method_config = config_cls(**config.method_options) if config_cls is not None else None
     except TypeError as err:
         raise UserError(f"`keyframes.method_options` do not fit method `{config.method}`: {err}") from None
-    method = METHODS.get(config.method)(method_config, backbone=None, scale=request.scale)
+    backbone, dtype = None, torch.float32
+    if config.method_backbone:
+        from vsrkit.backbones import BackboneConfig
+        from vsrkit.backbones.runtime import torch_dtype
+
+        try:
+            backbone = BackboneConfig(**config.method_backbone)
+        except (TypeError, ValueError) as err:
+            raise UserError(f"`keyframes.method_backbone` is not a valid backbone config: {err}") from None
+        dtype = torch_dtype(backbone.dtype)
+    try:
+        method = METHODS.get(config.method)(method_config, backbone=backbone, scale=request.scale)
+    except ValueError as err:
+        raise UserError(f"`keyframes.method={config.method}`: {err} (set keyframes.method_backbone)") from None
     spec = method.window_spec()
     device = torch.device(request.device)
-    method.load(device, torch.float32)
+    method.load(device, dtype)
     out = {}
     for index in indices:
         lr = _content_lr(request, index).to(device)
@@ -457,7 +476,8 @@ def source_command(config: KeyframesConfig, indices: list[int], request: Keyfram
     template = shlex.split(config.command)
     joined = " ".join(template)
     if "{input}" not in joined or ("{output}" not in joined and "{output_dir}" not in joined):
-        raise UserError(f"`keyframes.command` must contain {{input}} and {{output}} or {{output_dir}}. Got {config.command!r}.")
+        raise UserError(f"`keyframes.command` must contain {{input}} and {{output}} or {{output_dir}}. "
+                        f"Got {config.command!r}.")
     out = {}
     for index in indices:
         with tempfile.TemporaryDirectory(prefix="vsrkit-keyframe-") as tmp:
@@ -484,7 +504,8 @@ def source_command(config: KeyframesConfig, indices: list[int], request: Keyfram
                                 f"{config.command_timeout_s} s for keyframe {index}.") from None
             if result.returncode != 0:
                 tail = (result.stderr or result.stdout or "").strip().splitlines()[-1:] or ["(no output)"]
-                raise UserError(f"`keyframes.command` failed for keyframe {index} (exit {result.returncode}): {tail[0]}")
+                raise UserError(f"`keyframes.command` failed for keyframe {index} "
+                                f"(exit {result.returncode}): {tail[0]}")
             if output_png.is_file():
                 produced = output_png
             else:

@@ -210,6 +210,17 @@ def test_source_method_runs_a_registered_method_in_image_mode():
         _prepare(KeyframesConfig(source="method", method="bicubc"), frames, scale=2)
 
 
+def test_source_method_with_a_backbone_runs_sparkvsr_itself_in_image_mode():
+    frames = _frames(t=1, h=4, w=4)
+    tiny = {"preset": "cogvideox1.5-5b-i2v-tiny", "family": "cogvideox", "dtype": "fp32"}
+    cfg = KeyframesConfig(source="method", method="sparkvsr", method_backbone=tiny,
+                          method_options={"posterior": "mode"})
+    got = _prepare(cfg, frames, scale=4)
+    assert sorted(got) == [0] and got[0].shape == (3, 16, 16) and bool(torch.isfinite(got[0]).all())
+    with pytest.raises(UserError, match="set keyframes.method_backbone"):
+        _prepare(KeyframesConfig(source="method", method="sparkvsr"), frames, scale=4)
+
+
 _NEAREST_X2 = (
     "import sys, numpy as np; from vsrkit.io.images import read_image, write_image; "
     "a = read_image(sys.argv[1]); write_image(sys.argv[2], a.repeat(2, 0).repeat(2, 1))"

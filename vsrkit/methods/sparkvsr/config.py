@@ -7,8 +7,8 @@ research report is ``shared/research/sparkvsr.md`` (sections cited as §n).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import List, Optional
 
 from vsrkit.errors import UserError
 
@@ -46,6 +46,9 @@ class SparkVSRConfig:
         tile_overlap: Input pixels shared by neighbouring tiles (blended by the engine).
         stage: Training stage: 1 (latent MSE, §8.1) or 2 (pixel MSE + DISTS + frame
             difference, §8.2).
+        train_frames: Frames per training clip; ``None`` uses the release's: 33 in stage 1
+            (``4k+1``), 2 in stage 2 (frames are encoded one by one there, any count works).
+        train_size: HR training crop ``[H, W]`` (release ``320x640``; multiples of 16).
         keyframe_dropout: Stage 1: probability that a training clip gets no keyframes (0.1).
         keyframe_jitter: Stage 1/2 keyframe augmentation: brightness/contrast/saturation
             jitter amplitude (torchvision ``ColorJitter(0.1, 0.1, 0.1, 0)``).
@@ -59,8 +62,6 @@ class SparkVSRConfig:
         s2_decode: Stage 2 decode of the predicted latent: ``"per_frame"`` (each latent frame on
             its own, as DOVE; default) or ``"whole"`` (the released SparkVSR trainer's temporal
             decode of the per-frame latent, truncated to the clip length; issue #27).
-        gradient_checkpointing: Recompute transformer activations in the backward pass (the
-            release trains with it on).
         seed: Base seed of the training step's randomness (keyframe choice, augmentation,
             posterior samples), combined with the batch's sample indices.
     """
@@ -80,6 +81,8 @@ class SparkVSRConfig:
 
     # --- training (§8) ---
     stage: int = 1
+    train_frames: Optional[int] = None
+    train_size: List[int] = field(default_factory=lambda: [320, 640])
     keyframe_dropout: float = 0.1
     keyframe_jitter: float = 0.1
     keyframe_jitter_p: float = 0.5
@@ -89,7 +92,6 @@ class SparkVSRConfig:
     dists_weight: float = 1.0
     frame_diff_weight: float = 1.0
     s2_decode: str = "per_frame"
-    gradient_checkpointing: bool = True
     seed: int = 0
 
     def __post_init__(self):
@@ -116,13 +118,21 @@ class SparkVSRConfig:
             if (self.window - self.overlap) % 4 != 0:
                 raise UserError(
                     f"`window - overlap` must be a multiple of 4 so keyframe latent slots stay aligned. "
-                    f"Got window={self.window}, overlap={self.overlap} (try overlap={self.overlap + (self.window - self.overlap) % 4})."
+                    f"Got window={self.window}, overlap={self.overlap} "
+                    f"(try overlap={self.overlap + (self.window - self.overlap) % 4})."
                 )
         if self.tile is not None:
             if self.tile < 8:
                 raise UserError(f"`tile` must be >= 8 input pixels or null. Got {self.tile}.")
             if not 0 <= self.tile_overlap < self.tile:
                 raise UserError(f"`tile_overlap` must be in [0, tile={self.tile}). Got {self.tile_overlap}.")
+        if self.train_frames is not None:
+            if self.train_frames < 1 or (self.stage == 1 and (self.train_frames - 1) % 4):
+                raise UserError(f"`train_frames` must be 4k+1 (5, 9, ..., 33) in stage 1 and >= 1 in stage 2, or null. "
+                                f"Got {self.train_frames} (stage {self.stage}).")
+        self.train_size = [int(v) for v in self.train_size]
+        if len(self.train_size) != 2 or any(v < 16 or v % 16 for v in self.train_size):
+            raise UserError(f"`train_size` must be [H, W], multiples of 16. Got {self.train_size}.")
         for name in ("keyframe_dropout", "keyframe_jitter_p", "keyframe_blur_p"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
