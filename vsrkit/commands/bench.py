@@ -37,7 +37,7 @@ def run(cfg) -> None:
     spec = apply_overrides(method.window_spec(), engine_cfg.window, engine_cfg.overlap, engine_cfg.tile,
                            engine_cfg.tile_overlap)
     device = resolve_device(engine_cfg.device)
-    method.load(device, torch.float32)
+    method.load(device, None)  # None: the backbone preset's dtype (backbone.dtype) decides
     runner = WindowRunner(method, spec, device, blend=engine_cfg.blend, seed=engine_cfg.seed)
     videos, stats = [], []
     for clip in clips:

@@ -8,8 +8,6 @@ from vsrkit.errors import UserError
 
 
 def run(cfg) -> None:
-    import torch
-
     from vsrkit.engine.build import build_method, hydra_choice, to_dataclass
     from vsrkit.engine.inference import WindowRunner, apply_overrides, resolve_device
     from vsrkit.engine.run_infer import upscale_file
@@ -29,13 +27,13 @@ def run(cfg) -> None:
     method = build_method(cfg, method_name, backbone_name, cfg.scale)
     spec = apply_overrides(method.window_spec(), engine_cfg.window, engine_cfg.overlap, engine_cfg.tile,
                            engine_cfg.tile_overlap)
-    device = resolve_device(engine_cfg.device)
-    method.load(device, torch.float32)
     keyframes_for = None
     if spec.uses_keyframes:
         from vsrkit.engine.run_infer import keyframes_from_config
 
         keyframes_for = keyframes_from_config(cfg.keyframes, scale=spec.scale)
+    device = resolve_device(engine_cfg.device)
+    method.load(device, None)  # None: the backbone preset's dtype (backbone.dtype) decides
     runner = WindowRunner(method, spec, device, blend=engine_cfg.blend, seed=engine_cfg.seed)
     for src, dst in pairs:
         stats = upscale_file(runner, Path(src), Path(dst), io_cfg=io_cfg, overwrite=cfg.overwrite,

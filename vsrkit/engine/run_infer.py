@@ -112,6 +112,11 @@ def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None):
     from vsrkit.engine.keyframes import prepare_keyframes
 
     config = to_dataclass(node, "keyframes")
+    if config.selector == "manual" and config.source != "none":
+        # Catch bad indices before any weights load (the clip length is checked per clip later).
+        from vsrkit.engine.keyframes import check_indices
+
+        check_indices(config.indices, 2**31, config.min_gap, key="keyframes.indices")
     if gt_path is not None and not config.gt:
         config = dataclasses.replace(config, gt=str(gt_path))
 

@@ -93,7 +93,9 @@ class Method(Protocol):
 
     def window_spec(self) -> WindowSpec: ...
 
-    def load(self, device: "torch.device", dtype: "torch.dtype") -> None: ...
+    def load(self, device: "torch.device", dtype: "torch.dtype | None" = None) -> None:
+        """Build modules and load weights on ``device``; ``dtype`` overrides the configured one (None keeps it)."""
+        ...
 
     def upscale(self, lq: "torch.Tensor", context: WindowContext) -> "torch.Tensor":
         """``lq (B, C, T, H, W)`` float32 in [-1, 1] -> ``(B, C, T, H*scale, W*scale)`` float32 in [-1, 1]."""
