@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 def frames_to_model(frames: np.ndarray) -> torch.Tensor:
     """``(T, H, W, 3)`` uint8 or uint16 -> ``(1, 3, T, H, W)`` float32 in [-1, 1]."""
     peak = 65535.0 if frames.dtype == np.uint16 else 255.0
-    video = torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32)
+    video = torch.from_numpy(np.array(frames, copy=not frames.flags.writeable)).to(torch.float32)
     return (video / peak * 2.0 - 1.0).permute(3, 0, 1, 2).unsqueeze(0)
 
 
