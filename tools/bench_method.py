@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--device", default="cuda", help="cuda (figures) or cpu (smoke run with a -tiny backbone)")
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
+    parser.add_argument("--vae-channels-last", action="store_true", help="VAE weights in channels_last_3d")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA GPU: speed figures are GPU benchmarks (use --device cpu for a smoke run).", file=sys.stderr)
@@ -116,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.sweep:
         key, values = item.split("=", 1)
         sweeps = [s + [f"{key}={v}"] for s in sweeps for v in values.split(",")]
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     device = torch.device(args.device)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     on_gpu = device.type == "cuda"
@@ -137,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             loaded_for = key
             timers = Timers()
             backbone = getattr(method, "backbone", None)
+            if backbone is not None and args.vae_channels_last:
+                for module in backbone.vae.model.modules():
+                    if isinstance(module, torch.nn.Conv3d):
+                        module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last_3d)
             if backbone is not None:
                 timers.wrap(backbone.vae, "encode", "vae_encode")
                 timers.wrap(backbone.vae, "decode", "vae_decode")
@@ -160,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                 parts.append(dict(timers.seconds))
             median = statistics.median(times)
             part = {k: statistics.median(p.get(k, 0.0) for p in parts) for k in parts[0]}
-            row = {"method": args.method, "backbone": backbone_name, "options": sweep + args.set,
+            flags = [f for f, on in (("cudnn_benchmark", args.cudnn_benchmark),
+                                     ("vae_channels_last", args.vae_channels_last)) if on]
+            row = {"method": args.method, "backbone": backbone_name, "options": sweep + args.set + flags,
                    "lr": [h, w], "hr": [h * args.scale, w * args.scale], "frames": args.frames,
                    "keyframes": sorted(keyframes), "seconds": median, "ms_per_frame": median / args.frames * 1000,
                    "parts_seconds": part,

@@ -76,7 +76,7 @@ def register_builtins() -> None:
     DEGRADATIONS.register("realbasicvsr", f"{dg}.realbasicvsr:RealBasicVSRDegradation",
                           config=f"{dgc}:RealBasicVSRConfig",
                           summary="second-order RealBasicVSR video pipeline (DOVE/SparkVSR)")
-    DEGRADATIONS.register("pssr", f"{dg}.pssr:PSSRDegradation", config=f"{dgc}:PSSRDegradationConfig",
+    DEGRADATIONS.register("realesrgan_video", f"{dg}.pssr:PSSRDegradation", config=f"{dgc}:PSSRDegradationConfig",
                           summary="per-frame Real-ESRGAN video variant (PS-SR)")
     DEGRADATIONS.register("bd", f"{dg}.classic:BDDegradation", config=f"{dgc}:BDConfig",
                           summary="Gaussian blur sigma 1.6 + subsampling (Vid4 BD)")

@@ -23,11 +23,11 @@ from vsrkit.errors import UserError
 
 CONFIGS = {
     "realbasicvsr": RealBasicVSRConfig,
-    "pssr": PSSRDegradationConfig,
+    "realesrgan_video": PSSRDegradationConfig,
     "bd": BDConfig,
     "bicubic": BicubicDegradationConfig,
 }
-RANDOM = {"realbasicvsr", "pssr"}
+RANDOM = {"realbasicvsr", "realesrgan_video"}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_preset_reproducible_and_seeded(name, clip):
         assert torch.equal(a, c)
 
 
-@pytest.mark.parametrize("name,bound", [("realbasicvsr", 24.0), ("pssr", 24.0), ("bd", 26.0), ("bicubic", 26.0)])
+@pytest.mark.parametrize("name,bound", [("realbasicvsr", 24.0), ("realesrgan_video", 24.0), ("bd", 26.0), ("bicubic", 26.0)])
 def test_preset_measurably_degrades(name, bound, clip):
     # Bicubic x4 re-upsampling of the LR, compared with the source: far below a clean copy.
     for seed in (0, 1, 2):

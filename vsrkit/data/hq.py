@@ -93,7 +93,7 @@ class HQDataset(Dataset):
                                          frame_multiple=frame_multiple, frame_offset=frame_offset, seed=seed)
         if degradation_config is None:
             raise UserError(f"dataset `{config.name}` makes LQ on the fly and needs a degradation "
-                            f"(degradation=realbasicvsr|pssr|bd|bicubic).")
+                            f"(degradation=realbasicvsr|realesrgan_video|bd|bicubic).")
         if not config.root and not config.metadata and not config.image_root and not config.image_metadata:
             raise UserError(f"dataset `{config.name}` needs `data.root` (videos) or `data.image_root` (images).")
         self.videos = discover(config.root, config.metadata, list(config.exclude), is_video, "videos", "data.root")

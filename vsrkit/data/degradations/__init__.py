@@ -9,7 +9,7 @@ Interface of every registered degradation (``DEGRADATIONS``)::
 - ``generator``: a CPU ``torch.Generator``; the output is a function of ``(hq, generator state)``.
 - ``lq``: ``(C, T, H // scale, W // scale)`` float32 in [0, 1] on ``hq``'s device.
 
-Presets: ``realbasicvsr`` (DOVE/SparkVSR), ``pssr`` (PS-SR), ``bd`` (Vid4 BD), ``bicubic`` (MATLAB).
+Presets: ``realbasicvsr`` (DOVE/SparkVSR), ``realesrgan_video`` (PS-SR), ``bd`` (Vid4 BD), ``bicubic`` (MATLAB).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Every degradation works on HQ frames in ``[0, 1]`` and returns LQ frames ``scale
 
 - ``realbasicvsr``: the second-order RealBasicVSR video pipeline as DOVE and SparkVSR train with it
   (``zhengchen1999/DOVE:finetune/configs/degradation.yaml``, sparkvsr.md §8.3).
-- ``pssr``: PS-SR's per-frame Real-ESRGAN video variant
+- ``realesrgan_video``: PS-SR's per-frame Real-ESRGAN video variant
   (``HiDream-ai/PS-SR:Wan_SR/degradation/realesrgan_video.py`` + ``params_realesrgan.yml``, pssr.md §5.1).
 - ``bd``: Gaussian blur (sigma 1.6) then subsampling, the "BD" LR of Vid4 (SOURCES.md §4).
 - ``bicubic``: MATLAB ``imresize`` bicubic with antialiasing (BasicSR ``matlab_functions.imresize``).
@@ -326,7 +326,7 @@ class PSSRDegradationConfig:
         quantize: Round the output to 8-bit levels (the release does).
     """
 
-    name: str = "pssr"
+    name: str = "realesrgan_video"
     blur1: BlurConfig = field(default_factory=lambda: _pssr_blur(3.0))
     noise1: NoiseConfig = field(default_factory=lambda: _pssr_noise(30.0))
     jpeg1: JPEGConfig = field(default_factory=_pssr_jpeg)

@@ -28,7 +28,7 @@ class PSSRDegradation:
 
     def __init__(self, config: PSSRDegradationConfig | None = None, scale: int = 4):
         self.config = config if config is not None else PSSRDegradationConfig()
-        self.scale = check_scale(scale, "pssr")
+        self.scale = check_scale(scale, "realesrgan_video")
 
     def __call__(self, hq: torch.Tensor, generator: torch.Generator, *, is_image: bool = False) -> torch.Tensor:
         """Degrade one clip.
@@ -43,7 +43,7 @@ class PSSRDegradation:
             ``(C, T, H // scale, W // scale)`` float32 in [0, 1] on ``hq``'s device.
         """
         cfg = self.config
-        x = frames_in(hq, self.scale, "pssr")
+        x = frames_in(hq, self.scale, "realesrgan_video")
         target = (x.shape[-2] // self.scale, x.shape[-1] // self.scale)
 
         x = ops.random_blur(x, cfg.blur1, generator)
