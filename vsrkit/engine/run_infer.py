@@ -189,3 +189,31 @@ def _progress_bar(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="frame", leave=False, dynamic_ncols=True)
+
+
+def validation_hook(config, scale: int):
+    """``validate(method, step) -> {metric: mean}`` for :func:`vsrkit.engine.train.run_training`.
+
+    Upscales the first ``config.max_frames`` frames of ``config.lq`` with the method being trained
+    (the engine's windows and padding, no file written) and scores them against ``config.gt``.
+    """
+    import numpy as np
+
+    from vsrkit.engine.inference import WindowRunner, model_to_frames, upscale_stream
+    from vsrkit.io import open_source
+    from vsrkit.metrics.aggregate import build_metrics, evaluate_pair
+
+    metrics = build_metrics(config.metrics)
+    lq_source, gt_source = open_source(config.lq), open_source(config.gt)
+    num_frames = min(lq_source.info.num_frames, config.max_frames)
+
+    def validate(method, step: int) -> dict:
+        device = next((p.device for p in method.trainable_parameters()), torch.device("cpu"))
+        runner = WindowRunner(method, method.window_spec(), device)
+        chunks = lq_source.chunks(16, max_frames=num_frames)
+        pred = (model_to_frames(out, np.uint8) for out, _ in upscale_stream(runner, chunks, num_frames))
+        gt = (c.frames for c in gt_source.chunks(16, max_frames=num_frames))
+        scores = evaluate_pair(pred, gt, metrics, name=f"step {step}")
+        return {k: float(v) for k, v in scores.mean.items()}
+
+    return validate

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import List, Optional
 
 
 @dataclass
@@ -70,10 +70,35 @@ class IOConfig:
             raise ValueError(f"`io.crf` must be in [0, 51]. Got {self.crf}.")
 
 
+@dataclass
+class ValidationConfig:
+    """Periodic validation of a training run (``train.validate_every`` sets how often).
+
+    Args:
+        lq: Low-quality validation clip (video file or frames folder); ``None`` disables validation.
+        gt: Its ground truth (same frame count, ``scale`` times the size).
+        metrics: Registered metric names scored on the upscaled clip (defaults of each metric).
+        max_frames: Frames of the clip used (validation cost grows with it).
+    """
+
+    lq: Optional[str] = None
+    gt: Optional[str] = None
+    metrics: List[str] = field(default_factory=lambda: ["psnr", "ssim"])
+    max_frames: int = 9
+
+    def __post_init__(self):
+        if (self.lq is None) != (self.gt is None):
+            raise ValueError(f"`validation.lq` and `validation.gt` go together. Got lq={self.lq}, gt={self.gt}.")
+        if self.max_frames < 1:
+            raise ValueError(f"`validation.max_frames` must be >= 1. Got {self.max_frames}.")
+        self.metrics = [str(m) for m in self.metrics]
+
+
 def register_settings_schemas(store) -> None:
     """Store the engine's settings in Hydra's ConfigStore (``schema/engine``, ``schema/io``, ``schema/keyframes``, ``schema/train``)."""
     store.store(group="schema/engine", name="default", node=EngineConfig)
     store.store(group="schema/io", name="default", node=IOConfig)
+    store.store(group="schema/validation", name="default", node=ValidationConfig)
     from vsrkit.engine.keyframes import KeyframesConfig
 
     store.store(group="schema/keyframes", name="default", node=KeyframesConfig)
