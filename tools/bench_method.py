@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     parser.add_argument("--vae-channels-last", action="store_true", help="VAE weights in channels_last_3d")
+    parser.add_argument("--vae-compile", action="store_true", help="torch.compile the VAE encoder and decoder")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA GPU: speed figures are GPU benchmarks (use --device cpu for a smoke run).", file=sys.stderr)
@@ -144,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
                 for module in backbone.vae.model.modules():
                     if isinstance(module, torch.nn.Conv3d):
                         module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last_3d)
+            if backbone is not None and args.vae_compile:
+                vae_model = backbone.vae.model
+                vae_model.encoder = torch.compile(vae_model.encoder)
+                vae_model.decoder = torch.compile(vae_model.decoder)
             if backbone is not None:
                 timers.wrap(backbone.vae, "encode", "vae_encode")
                 timers.wrap(backbone.vae, "decode", "vae_decode")
@@ -168,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             median = statistics.median(times)
             part = {k: statistics.median(p.get(k, 0.0) for p in parts) for k in parts[0]}
             flags = [f for f, on in (("cudnn_benchmark", args.cudnn_benchmark),
-                                     ("vae_channels_last", args.vae_channels_last)) if on]
+                                     ("vae_channels_last", args.vae_channels_last),
+                                     ("vae_compile", args.vae_compile)) if on]
             row = {"method": args.method, "backbone": backbone_name, "options": sweep + args.set + flags,
                    "lr": [h, w], "hr": [h * args.scale, w * args.scale], "frames": args.frames,
                    "keyframes": sorted(keyframes), "seconds": median, "ms_per_frame": median / args.frames * 1000,
