@@ -491,7 +491,7 @@ def source_command(config: KeyframesConfig, indices: list[int], request: Keyfram
             try:
                 argv = [token.format(**values) for token in template]
             except (KeyError, IndexError, ValueError) as err:
-                raise UserError(f"`keyframes.command` has an unknown placeholder {err}; use {{input}}, {{output}}, "
+                raise UserError(f"`keyframes.command` has an unknown field {err}; use {{input}}, {{output}}, "
                                 f"{{output_dir}}, {{scale}}, {{index}}.") from None
             logger.info("keyframe %d: running %s", index, " ".join(shlex.quote(a) for a in argv))
             try:
