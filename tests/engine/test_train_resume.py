@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+import train_toy as toy  # this folder is on sys.path (pytest prepend import mode)
 
 from vsrkit.engine import checkpoint as ckpt
 from vsrkit.engine.train import run_training
 from vsrkit.engine.train_config import TrainConfig
 
 
-def _load_toy():
-    spec = importlib.util.spec_from_file_location("train_toy", Path(__file__).with_name("train_toy.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_toy"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-toy = _load_toy()
 
 
 def _config(out: Path, **overrides) -> TrainConfig:

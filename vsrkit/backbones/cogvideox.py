@@ -15,6 +15,7 @@ import torch
 
 from vsrkit.backbones.build import BuiltModels, build_models
 from vsrkit.backbones.config import BackboneConfig
+from vsrkit.backbones.runtime import check_video
 from vsrkit.backbones.streaming import TiledStream
 from vsrkit.backbones.text import PromptEncoder
 
@@ -25,11 +26,6 @@ logger = logging.getLogger(__name__)
 # remainder (`frames % 8`, `latents % 2`). See AutoencoderKLCogVideoX._encode/_decode.
 _ENC_BATCH = 8
 _DEC_BATCH = 2
-
-
-def _check_video(x: torch.Tensor, name: str = "x") -> None:
-    if x.dim() != 5 or x.shape[1] != 3:
-        raise ValueError(f"`{name}` must be (B, 3, T, H, W). Got shape {tuple(x.shape)}.")
 
 
 class CogVideoXVAE:
@@ -95,7 +91,7 @@ class CogVideoXVAE:
         Returns:
             ``(B, 16, t, H / 8, W / 8)`` float32, ``posterior * 0.7``.
         """
-        _check_video(x)
+        check_video(x)
         if x.shape[2] < 1 or x.shape[2] % 4 not in (0, 1):
             raise ValueError(f"CogVideoX VAE needs 4k or 4k+1 frames. Got {x.shape[2]}.")
         dist = self.model.encode(x.to(self.device, self.dtype)).latent_dist
@@ -168,7 +164,7 @@ class CogVideoXEncodeStream:
     @torch.no_grad()
     def push(self, x: torch.Tensor) -> torch.Tensor:
         """Encode the next chunk ``(B, 3, t, H, W)`` in [-1, 1]; returns its latents (normalised, float32)."""
-        _check_video(x)
+        check_video(x)
         t = x.shape[2]
         if self.frames == 0:
             self.vae.latent_frames(t)

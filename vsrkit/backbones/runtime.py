@@ -110,6 +110,12 @@ def deterministic_values(shape: Iterable[int], key: str, seed: int = 0, device="
     return (_hash_uniform(n, k, torch.device(device)) * math.sqrt(3.0)).to(torch.float32).reshape(shape)
 
 
+def check_video(x: torch.Tensor) -> None:
+    """Raise unless ``x`` is ``(B, 3, T, H, W)`` (what every backbone VAE takes)."""
+    if x.dim() != 5 or x.shape[1] != 3:
+        raise ValueError(f"`x` must be (B, 3, T, H, W). Got shape {tuple(x.shape)}.")
+
+
 @torch.no_grad()
 def deterministic_init_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Fill every parameter with hash noise so tiny presets give the same numbers on any torch.

@@ -15,15 +15,11 @@ import torch
 
 from vsrkit.backbones.build import BuiltModels, build_models
 from vsrkit.backbones.config import BackboneConfig
+from vsrkit.backbones.runtime import check_video
 from vsrkit.backbones.streaming import TiledStream
 from vsrkit.backbones.text import PromptEncoder
 
 logger = logging.getLogger(__name__)
-
-
-def _check_video(x: torch.Tensor) -> None:
-    if x.dim() != 5 or x.shape[1] != 3:
-        raise ValueError(f"`x` must be (B, 3, T, H, W). Got shape {tuple(x.shape)}.")
 
 
 class WanVAE:
@@ -93,7 +89,7 @@ class WanVAE:
         Returns:
             ``(B, 16, (T - 1) / 4 + 1, H / 8, W / 8)`` float32, ``(mu - mean) / std``.
         """
-        _check_video(x)
+        check_video(x)
         self.latent_frames(x.shape[2])
         dist = self.model.encode(x.to(self.device, self.dtype)).latent_dist
         return self.normalize(dist.sample(generator=generator) if sample else dist.mode())
@@ -156,7 +152,7 @@ class WanEncodeStream:
     @torch.no_grad()
     def push(self, x: torch.Tensor) -> torch.Tensor:
         """Encode the next chunk ``(B, 3, t, H, W)`` in [-1, 1]; returns its normalised latents (float32)."""
-        _check_video(x)
+        check_video(x)
         t = x.shape[2]
         if self.frames == 0:
             self.vae.latent_frames(t)

@@ -4,6 +4,9 @@ Resampling is separable: each axis is a matrix product with weights computed as 
 ``precompute_coeffs`` does (kernel stretched by the scale when downscaling, taps outside the
 image dropped and the rest renormalised), so results match PIL to within its 8-bit rounding of
 the intermediate pass.
+MATLAB's ``imresize`` (symmetric borders) lives in
+:func:`vsrkit.data.degradations.ops.matlab_resize_matrix`, where degradations need it; the baseline
+keeps PIL's border rule because published baseline numbers (Vid4 calendar 17.19 dB) use PIL.
 """
 
 from __future__ import annotations
