@@ -31,8 +31,10 @@ def real_data() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _no_gpu_no_network(monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+def _no_gpu_no_network(request, monkeypatch):
+    # CPU tests behave the same on a GPU machine; tests marked `gpu` keep the GPUs.
+    if request.node.get_closest_marker("gpu") is None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("DIFFSYNTH_SKIP_DOWNLOAD", "True")

@@ -89,6 +89,21 @@ def _build_one(cls, config: dict, source, preset: Preset, kind: str, device, dty
     return model
 
 
+def _apply_vae_kernels(vae: torch.nn.Module, cfg: BackboneConfig, preset) -> None:
+    if cfg.vae_kernels == "native" or preset.family != "cogvideox":
+        return
+    from vsrkit.backbones import kernels
+
+    if not kernels.triton_available():
+        if cfg.vae_kernels == "fused":
+            raise UserError("`backbone.vae_kernels=fused` needs Triton (`pip install triton`, shipped with "
+                            "PyTorch's Linux CUDA wheels). Use vae_kernels=native.")
+        return
+    from vsrkit.backbones.cogvideox_fused import fuse_vae
+
+    logger.info("preset %s: fused VAE kernels in %d modules", preset.name, fuse_vae(vae))
+
+
 def build_models(cfg: BackboneConfig, device: torch.device | str = "cpu",
                  dtype: torch.dtype | str | None = None) -> BuiltModels:
     """Build transformer and VAE of ``cfg`` (weights, dtype, LoRA, runtime switches).
@@ -137,6 +152,7 @@ def build_models(cfg: BackboneConfig, device: torch.device | str = "cpu",
     vae = _build_one(v_cls, v_config, layout.vae, preset, "vae", home, vae_dtype, cfg.seed)
     if cfg.vae_slicing:
         vae.enable_slicing()
+    _apply_vae_kernels(vae, cfg, preset)
 
     scheduler_config = {k: v for k, v in (layout.scheduler_config or preset.scheduler).items() if not k.startswith("_")}
 

@@ -7,7 +7,7 @@ import importlib.metadata as md
 import platform
 
 PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "peft", "hydra-core",
-            "av", "safetensors", "diffsynth", "pyiqa", "deepspeed", "flash-attn", "sageattention")
+            "av", "safetensors", "triton", "diffsynth", "pyiqa", "deepspeed", "flash-attn", "sageattention")
 
 
 def _version(dist: str) -> str:

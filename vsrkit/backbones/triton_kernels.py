@@ -1,0 +1,76 @@
+"""Triton kernels behind :func:`vsrkit.backbones.kernels.group_norm` (imported only where Triton is).
+
+Kernels live at module level because Triton resolves the functions a kernel calls by global name.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def welford_combine(mean_a, m2_a, n_a, mean_b, m2_b, n_b):
+    n = n_a + n_b
+    frac = tl.where(n == 0.0, 0.0, n_b / tl.maximum(n, 1.0))
+    delta = mean_b - mean_a
+    return mean_a + delta * frac, m2_a + m2_b + delta * delta * n_a * frac, n
+
+
+@triton.jit
+def group_stats(x_ptr, part_ptr, row_len, chunk, splits, BLOCK: tl.constexpr):
+    """(mean, M2, count) of one ``chunk`` of one (sample, group) row: per-lane Welford, then a tree."""
+    row = tl.program_id(0)
+    split = tl.program_id(1)
+    base = row.to(tl.int64) * row_len
+    start = split.to(tl.int64) * chunk
+    end = tl.minimum(start + chunk, row_len)
+    mean = tl.zeros([BLOCK], dtype=tl.float32)
+    m2 = tl.zeros([BLOCK], dtype=tl.float32)
+    count = tl.zeros([BLOCK], dtype=tl.float32)
+    for off in range(start, end, BLOCK):
+        idx = off + tl.arange(0, BLOCK)
+        mask = idx < end
+        v = tl.load(x_ptr + base + idx, mask=mask, other=0.0).to(tl.float32)
+        new_count = count + mask.to(tl.float32)
+        delta = v - mean
+        new_mean = mean + tl.where(mask, delta / tl.maximum(new_count, 1.0), 0.0)
+        m2 = m2 + tl.where(mask, delta * (v - new_mean), 0.0)
+        mean = new_mean
+        count = new_count
+    mean_r, m2_r, count_r = tl.reduce((mean, m2, count), 0, welford_combine)
+    out = part_ptr + (row * splits + split) * 3
+    tl.store(out, mean_r)
+    tl.store(out + 1, m2_r)
+    tl.store(out + 2, count_r)
+
+
+@triton.jit
+def group_apply(x_ptr, out_ptr, coef_ptr, scale_ptr, shift_ptr, it_ptr, ih_ptr, iw_ptr,
+                plane, out_plane_stride, height, width, mod_plane, mod_height, mod_width,
+                HAS_MOD: tl.constexpr, SILU: tl.constexpr, BLOCK: tl.constexpr):
+    """BLOCK elements of one (sample, channel) plane: ``y = x * a + b``, then ``* s + t``, then SiLU.
+
+    The modulation ``s, t`` is read at ``(it[t], ih[h], iw[w])`` of its own (smaller) grid: nearest
+    upsampling done by the index maps, so it is never materialised at full size.
+    """
+    rc = tl.program_id(0)
+    a = tl.load(coef_ptr + rc * 2)
+    b = tl.load(coef_ptr + rc * 2 + 1)
+    idx = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = idx < plane
+    y = tl.load(x_ptr + rc.to(tl.int64) * plane + idx, mask=mask, other=0.0).to(tl.float32) * a + b
+    if HAS_MOD:
+        hw = height * width
+        t = idx // hw
+        rest = idx - t * hw
+        h = rest // width
+        w = rest - h * width
+        src_t = tl.load(it_ptr + t, mask=mask, other=0)
+        src_h = tl.load(ih_ptr + h, mask=mask, other=0)
+        src_w = tl.load(iw_ptr + w, mask=mask, other=0)
+        src = rc.to(tl.int64) * mod_plane + (src_t.to(tl.int64) * mod_height + src_h) * mod_width + src_w
+        s = tl.load(scale_ptr + src, mask=mask, other=0.0).to(tl.float32)
+        t_ = tl.load(shift_ptr + src, mask=mask, other=0.0).to(tl.float32)
+        y = y * s + t_
+    if SILU:
+        y = y * tl.sigmoid(y)
+    tl.store(out_ptr + rc.to(tl.int64) * out_plane_stride + idx, y.to(out_ptr.dtype.element_ty), mask=mask)
