@@ -35,7 +35,9 @@ def model_to_frames(video: torch.Tensor, dtype: np.dtype = np.uint8) -> np.ndarr
         video = video[0]
     peak = 65535.0 if np.dtype(dtype) == np.uint16 else 255.0
     scaled = ((video.float().clamp(-1, 1) + 1.0) * (peak / 2.0)).round()
-    return scaled.permute(1, 2, 3, 0).cpu().numpy().astype(dtype)
+    # Quantise where the frames are (the GPU, usually): a quarter of the bytes cross to the host.
+    integer = torch.uint8 if np.dtype(dtype) == np.uint8 else torch.int32
+    return scaled.to(integer).permute(1, 2, 3, 0).contiguous().cpu().numpy().astype(dtype, copy=False)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -114,7 +116,8 @@ class WindowRunner:
                 the window are used, re-indexed to the window.
 
         Returns:
-            ``(3, L, H*s, W*s)`` float32 on the CPU.
+            ``(3, L, H*s, W*s)`` float32 on the runner's device (tiles are blended where they are
+            computed; only finished uint8 frames need to reach the host).
         """
         spec, s = self.spec, self.spec.scale
         _, _, length, height, width = lq.shape
@@ -125,11 +128,11 @@ class WindowRunner:
                            if frame_start <= k < frame_start + length}
         rows = plan_ranges(height, spec.tile, spec.tile_overlap)
         cols = plan_ranges(width, spec.tile, spec.tile_overlap)
-        canvas = torch.zeros(3, length, height * s, width * s, dtype=torch.float32)
+        canvas = torch.zeros(3, length, height * s, width * s, dtype=torch.float32, device=self.device)
         for i, (y0, y1) in enumerate(rows):
-            wy = ramp_weights(rows, i, self.blend).repeat_interleave(s).to(torch.float32)
+            wy = ramp_weights(rows, i, self.blend).repeat_interleave(s).to(self.device, torch.float32)
             for j, (x0, x1) in enumerate(cols):
-                wx = ramp_weights(cols, j, self.blend).repeat_interleave(s).to(torch.float32)
+                wx = ramp_weights(cols, j, self.blend).repeat_interleave(s).to(self.device, torch.float32)
                 out = self._tile(lq[..., y0:y1, x0:x1], local_keyframes, (y0, y1, x0, x1), frame_start, length)
                 canvas[:, :, y0 * s:y1 * s, x0 * s:x1 * s] += out * (wy[:, None] * wx[None, :])
         return canvas
@@ -154,7 +157,7 @@ class WindowRunner:
                                f"expected {expected} for input {tuple(tile.shape)} at scale {s}.")
         if not out.dtype.is_floating_point:
             raise RuntimeError(f"{type(self.method).__name__}.upscale returned dtype {out.dtype}, expected float.")
-        return out[0, :, :length, : (y1 - y0) * s, : (x1 - x0) * s].float().cpu()
+        return out[0, :, :length, : (y1 - y0) * s, : (x1 - x0) * s].to(self.device, torch.float32)
 
 
 def upscale_stream(
@@ -175,7 +178,8 @@ def upscale_stream(
         on_window: Called with ``(frames done, num_frames)`` after each window (progress).
 
     Yields:
-        ``(frames (3, n, H*s, W*s) float32 in [-1, 1], pts list)`` for finished frames, in order.
+        ``(frames (3, n, H*s, W*s) float32 in [-1, 1] on the runner's device, pts list)`` for finished
+        frames, in order.
     """
     spec = runner.spec
     ranges = plan_ranges(num_frames, spec.window, spec.overlap, spec.stride_multiple)
@@ -196,7 +200,7 @@ def upscale_stream(
             buffer_pts.extend(chunk.pts if chunk.pts is not None else [None] * len(chunk.frames))
         window_frames = np.stack(buffer[start - buffer_start: stop - buffer_start])
         out = runner(frames_to_model(window_frames), start, keyframes)
-        weights = ramp_weights(ranges, index, runner.blend).to(torch.float32)
+        weights = ramp_weights(ranges, index, runner.blend).to(out.device, torch.float32)
         out = out * weights[None, :, None, None]
         if pending is None:
             pending, pending_start = out, start
