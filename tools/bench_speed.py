@@ -60,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="auto: on for CogVideoX only (the reference numbers' setting), off otherwise")
     p.add_argument("--vae-tile-size", type=int, help="VAE tile edge in pixels when tiling (default: diffusers')")
     p.add_argument("--vae-tile-overlap", type=int, help="pixels shared by VAE tiles (default: diffusers')")
+    p.add_argument("--vae-kernels", default="auto", choices=["auto", "fused", "native"],
+                   help="backbone.vae_kernels: fused Triton norms (CogVideoX VAE) or diffusers' modules")
     p.add_argument("--parts", default=",".join(PARTS), help="comma list of transformer,encode,decode")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing (after the FLOP-count pass)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported")
@@ -165,7 +167,8 @@ def bench_one(preset: str, width: int, height: int, args, device, dtype) -> list
     p = get_preset(preset)
     tiling = args.vae_tiling == "on" or (args.vae_tiling == "auto" and p.family == "cogvideox")
     cfg = BackboneConfig(preset=preset, family=p.family, dtype=dtype, attention=args.attention, vae_tiling=tiling,
-                         vae_tile_size=args.vae_tile_size, vae_tile_overlap=args.vae_tile_overlap)
+                         vae_tile_size=args.vae_tile_size, vae_tile_overlap=args.vae_tile_overlap,
+                         vae_kernels=args.vae_kernels)
     t0 = time.perf_counter()
     bb = build_backbone(cfg, device=device)
     build_s = time.perf_counter() - t0
@@ -178,7 +181,8 @@ def bench_one(preset: str, width: int, height: int, args, device, dtype) -> list
     clip = (runtime.deterministic_values((1, 3, frames, H, W), "bench-clip", device=device) / 1.8).clamp(-1, 1)
     base = {"preset": preset, "family": p.family, "frames": frames, "width": W, "height": H, "dtype": dtype,
             "attention_choice": args.attention, "attention": bb.attention, "compile": args.compile,
-            "vae_tiling": tiling, "vae_tile_size": args.vae_tile_size, "build_s": round(build_s, 1)}
+            "vae_tiling": tiling, "vae_tile_size": args.vae_tile_size, "vae_kernels": args.vae_kernels,
+            "build_s": round(build_s, 1)}
     records = []
     parts = args.parts.split(",")
 
@@ -273,7 +277,10 @@ def markdown(records: list[dict], envs: list[dict]) -> str:
         peak = f"{r['peak_gib']:.1f}" if r.get("peak_gib") is not None else "n/a"
         tf = f"{r['flops'] / 1e12:.4g}" if r.get("flops") else "n/a"
         rate = f"{r['tflops_per_s']:.3g}" if r.get("tflops_per_s") else "n/a"
-        part = r["part"] + (" (tiled)" if r["part"].startswith("vae") and r.get("vae_tiling") else "")
+        part = r["part"]
+        if part.startswith("vae"):
+            part += " (tiled)" if r.get("vae_tiling") else ""
+            part += f" [{r['vae_kernels']} kernels]" if r.get("vae_kernels", "auto") != "auto" else ""
         lines.append(f"| {r['preset']} | {size} | {part} | {r['ms']:.1f} | {peak} | {tf} | {rate} | "
                      f"{r['attention_choice']} | {r['compile']} |")
     return "\n".join(lines) + "\n"
