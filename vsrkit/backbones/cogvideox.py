@@ -28,6 +28,16 @@ _ENC_BATCH = 8
 _DEC_BATCH = 2
 
 
+def _batch_bounds(t: int, batch: int, first_chunk: bool, what: str, unit: str) -> list[int]:
+    """Frame-batch boundaries of a ``t``-long chunk: the clip's first batch takes the remainder."""
+    if first_chunk:
+        first = t if t < batch else batch + t % batch
+        return [0, first] + list(range(first + batch, t + 1, batch))
+    if t % batch:
+        raise ValueError(f"After the first chunk, CogVideoX {what} must have a multiple of {batch} {unit}. Got {t}.")
+    return list(range(0, t + 1, batch))
+
+
 class CogVideoXVAE:
     """``AutoencoderKLCogVideoX`` with normalised latents and streaming.
 
@@ -168,13 +178,7 @@ class CogVideoXEncodeStream:
         t = x.shape[2]
         if self.frames == 0:
             self.vae.latent_frames(t)
-            first = t if t < _ENC_BATCH else _ENC_BATCH + t % _ENC_BATCH
-            bounds = [0, first] + list(range(first + _ENC_BATCH, t + 1, _ENC_BATCH))
-        else:
-            if t % _ENC_BATCH:
-                raise ValueError(f"After the first chunk, CogVideoX encode chunks must have a multiple of 8 "
-                                 f"frames. Got {t}.")
-            bounds = list(range(0, t + 1, _ENC_BATCH))
+        bounds = _batch_bounds(t, _ENC_BATCH, self.frames == 0, "encode chunks", "frames")
         model = self.vae.model
         x = x.to(self.vae.device, self.vae.dtype)
         outs = []
@@ -210,14 +214,7 @@ class CogVideoXDecodeStream:
     def push(self, z: torch.Tensor) -> torch.Tensor:
         """Decode the next latent chunk ``(B, 16, t, h, w)``; returns ``(B, 3, frames, 8h, 8w)`` in [-1, 1]."""
         t = z.shape[2]
-        if self.latents == 0:
-            first = t if t < _DEC_BATCH else _DEC_BATCH + t % _DEC_BATCH
-            bounds = [0, first] + list(range(first + _DEC_BATCH, t + 1, _DEC_BATCH))
-        else:
-            if t % _DEC_BATCH:
-                raise ValueError(f"After the first chunk, CogVideoX decode chunks must have an even number of latent "
-                                 f"frames. Got {t}.")
-            bounds = list(range(0, t + 1, _DEC_BATCH))
+        bounds = _batch_bounds(t, _DEC_BATCH, self.latents == 0, "decode chunks", "latent frames")
         model = self.vae.model
         z = (z / self.vae.scaling_factor).to(self.vae.device, self.vae.dtype)
         outs = []

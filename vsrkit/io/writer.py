@@ -45,7 +45,22 @@ def _partial_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial-{os.getpid()}{path.suffix}")
 
 
-class VideoWriter:
+class _AtomicWriter:
+    """``with`` protocol of the writers below, which define ``open``, ``close`` (publish the output)
+    and ``abort`` (remove the partial output): abort on an exception, close otherwise."""
+
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class VideoWriter(_AtomicWriter):
     """Write RGB frames to a video file, atomically, keeping exact timestamps and the audio.
 
     Use it as a context manager::
@@ -126,17 +141,6 @@ class VideoWriter:
         self._dtype = None
         self._uses_pts: bool | None = None
         self._last_pts: int | None = None
-
-    # -- context manager -------------------------------------------------------------------
-    def __enter__(self) -> VideoWriter:
-        self.open()
-        return self
-
-    def __exit__(self, exc_type, exc, traceback) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
     def open(self) -> None:
         """Create the temporary output file (called by ``with``)."""
@@ -296,7 +300,7 @@ class VideoWriter:
         self._partial.unlink(missing_ok=True)
 
 
-class FramesWriter:
+class FramesWriter(_AtomicWriter):
     """Write RGB frames as ``000000.png``, ``000001.png`` ... into a folder, atomically.
 
     Frames go to a temporary folder beside the target, renamed to the target on success.
@@ -331,16 +335,6 @@ class FramesWriter:
         self.frames_written = 0
         self._partial = self.folder.with_name(f".{self.folder.name}.partial-{os.getpid()}")
         self._open = False
-
-    def __enter__(self) -> FramesWriter:
-        self.open()
-        return self
-
-    def __exit__(self, exc_type, exc, traceback) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
     def open(self) -> None:
         """Create the temporary folder (called by ``with``)."""
