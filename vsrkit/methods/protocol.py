@@ -78,6 +78,8 @@ class WindowContext:
             already cropped to the window's tile and sized to the padded output.
         generator: Seeded generator for any sampling the method does.
         spatial_offset: ``(y, x)`` of the tile's top-left corner in padded input pixels.
+        on_stage: Progress callback ``(stage, done, total)`` the engine sets; methods report
+            through :meth:`stage` and never call it directly.
     """
 
     frame_start: int = 0
@@ -85,6 +87,14 @@ class WindowContext:
     keyframes: dict = field(default_factory=dict)
     generator: Any = None
     spatial_offset: tuple = (0, 0)
+    on_stage: Any = None
+
+    def stage(self, name: str, done: int = 0, total: int = 1) -> None:
+        """Report that the method entered stage ``name`` (``"encode"``, ``"denoise"``, ``"decode"``),
+        with ``done`` of ``total`` steps of it finished, so the engine can show progress inside a
+        window. A no-op when the engine set no callback."""
+        if self.on_stage is not None:
+            self.on_stage(name, done, total)
 
 
 @runtime_checkable
