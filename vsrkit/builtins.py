@@ -37,6 +37,9 @@ def register_builtins() -> None:
     METHODS.register("sparkvsr", "vsrkit.methods.sparkvsr.method:SparkVSRMethod",
                      config="vsrkit.methods.sparkvsr.config:SparkVSRConfig", family="cogvideox",
                      summary="keyframe-conditioned one-step CogVideoX1.5-5B-I2V video SR (SparkVSR)")
+    METHODS.register("turbovsr", "vsrkit.methods.turbovsr.method:TurboVSRMethod",
+                     config="vsrkit.methods.turbovsr.config:TurboVSRConfig", family="ltx",
+                     summary="LTX-Video 4-step shortcut upscaler, factorized first-frame conditioning (TurboVSR)")
     # --- end methods ------------------------------------------------------------------
 
     # --- backbones --------------------------------------------------------------------

@@ -263,6 +263,8 @@ class _Trainer:
         ema_params = [p for g in self.groups if g.ema for p in g.params]
         self.ema = EMA(ema_params, config.ema_decay, config.ema_start_step) \
             if config.ema_decay is not None and ema_params else None
+        if self.ema is not None and callable(getattr(method, "attach_ema", None)):
+            method.attach_ema(self.ema)  # a method may read the average (shortcut-model teachers)
 
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         if self.resume_from is not None:

@@ -173,6 +173,10 @@ class TrainableMethod(Method, Protocol):
     that own every trainable parameter, so FSDP can shard them in place (DDP and DeepSpeed
     ZeRO-2 need no modules).
 
+    Optional: ``attach_ema(ema)``: the engine hands over its :class:`vsrkit.engine.ema.EMA` of the
+    trainable parameters (when ``train.ema_decay`` is set) for a method whose loss reads the
+    averaged weights (TurboVSR's shortcut teacher).
+
     ``state_dict()``/``load_state_dict()`` cover what trains, with clean keys; ``export(dir)``
     writes what the method's inference loads.
     """
