@@ -236,7 +236,8 @@ def merge_segments(latents: list[torch.Tensor], starts: list[int], total: int) -
     Latent ``j`` of a segment starting at pixel frame ``8m`` covers global latent ``m + j`` for
     ``j >= 1``; its latent 0 (frame ``8m`` alone, the clean first-frame condition) has no global
     counterpart and is dropped, except for the first segment, whose latent 0 is global latent 0.
-    Latents shared by consecutive segments are cross-faded linearly.
+    Latents shared by consecutive segments are cross-faded linearly (weights normalised where more
+    than two segments share a latent).
 
     Args:
         latents: ``(B, C, F_i, h, w)`` per segment, in order.
@@ -258,6 +259,7 @@ def merge_segments(latents: list[torch.Tensor], starts: list[int], total: int) -
         raise ValueError(f"segments end at latent {spans[-1][0] + spans[-1][2]}, the window has {total}.")
     out = torch.zeros(*latents[0].shape[:2], total, *latents[0].shape[3:], dtype=torch.float32,
                       device=latents[0].device)
+    weight_sum = torch.zeros(total, dtype=torch.float64)
     for i, ((g0, l0, n), z) in enumerate(zip(spans, latents)):
         weights = torch.ones(n, dtype=torch.float64)
         if i > 0:
@@ -266,9 +268,11 @@ def merge_segments(latents: list[torch.Tensor], starts: list[int], total: int) -
         if i + 1 < len(spans):
             shared = g0 + n - spans[i + 1][0]
             weights[n - shared:] *= _ramp(shared).flip(0)
-        weights = weights.to(out.device, torch.float32).reshape(1, 1, n, 1, 1)
-        out[:, :, g0:g0 + n] += z[:, :, l0:l0 + n].float() * weights
-    return out
+        weight_sum[g0:g0 + n] += weights
+        out[:, :, g0:g0 + n] += z[:, :, l0:l0 + n].float() * weights.to(out.device, torch.float32).reshape(1, 1, n, 1, 1)
+    if torch.any(weight_sum == 0):
+        raise ValueError("the segments leave latent frames uncovered.")
+    return out / weight_sum.to(out.device, torch.float32).reshape(1, 1, total, 1, 1)
 
 
 def plan_decode_chunks(num_latents: int, chunk: int, overlap: int) -> list[tuple[int, int]]:
