@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
                 timers.wrap(backbone.vae, "encode", "vae_encode")
                 timers.wrap(backbone.vae, "decode", "vae_decode")
                 timers.wrap(backbone, "predict", "transformer")
+            # Methods with their own transformer loop (turbovsr) name the calls to time.
+            for obj, attr, name in getattr(method, "timed_calls", lambda: [])():
+                timers.wrap(obj, attr, name)
         method.config = method_cfg  # swept method options take effect without reloading weights
         spec = apply_overrides(method.window_spec(), window=args.frames, overlap=0, tile=0, tile_overlap=None)
         runner = WindowRunner(method, spec, device)

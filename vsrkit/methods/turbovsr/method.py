@@ -520,6 +520,11 @@ class TurboVSRMethod:
         return self.model(x, sigma, embeds, mask, step_size=step_size, condition=condition, cond_keep=cond_keep,
                           first_clean=first_clean, rope_scale=self._rope_scale())
 
+    def timed_calls(self) -> list[tuple]:
+        """``(object, attribute, label)`` of the calls ``tools/bench_method.py`` times: every
+        transformer forward, and the whole stage-1 (image SR) pass."""
+        return [(self, "predict_velocity", "transformer"), (self, "super_resolve_image", "stage1_image_sr")]
+
     def step_schedule(self, steps: int | None = None) -> tuple[list[float], list[float]]:
         """``(sigmas (steps + 1), step-size conditioning (steps))`` of one denoising pass."""
         c = self.config
