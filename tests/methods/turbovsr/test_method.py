@@ -84,6 +84,10 @@ def test_bad_options_fail_before_any_weights_load(tmp_path):
         TurboVSRConfig(step_selection="closest")
     with pytest.raises(UserError, match="method.weights"):
         TurboVSRMethod(TurboVSRConfig(weights=str(tmp_path / "nope.safetensors")), backbone=TINY)
+    with pytest.raises(UserError, match="turbovsr.safetensors"):
+        TurboVSRMethod(TurboVSRConfig(weights=str(tmp_path)), backbone=TINY)  # a folder without the file
+    with pytest.raises(UserError, match="cond_block"):
+        TurboVSRMethod(TurboVSRConfig(cond_block=2), backbone=TINY)  # the tiny preset has 2 blocks
     with pytest.raises(ValueError, match="ltx"):
         TurboVSRMethod(TurboVSRConfig(), backbone=BackboneConfig(preset="wan2.1-t2v-1.3b-tiny", family="wan"))
 
@@ -164,7 +168,8 @@ def test_window_frames_keep_count_and_order(loaded, configure, monkeypatch, fram
     monkeypatch.setattr(loaded, "encode", encode)
     monkeypatch.setattr(loaded.backbone.vae, "decode", decode)
     monkeypatch.setattr(loaded, "super_resolve_image", lambda lr, noise, on_step=None: lr)
-    monkeypatch.setattr(loaded, "denoise", lambda x, cond, first=None, on_step=None: torch.cat([first, cond[:, :, 1:]], 2))
+    monkeypatch.setattr(loaded, "denoise",
+                        lambda x, cond, first=None, on_step=None: torch.cat([first, cond[:, :, 1:]], dim=2))
     monkeypatch.setattr("vsrkit.methods.turbovsr.method.upsample_frames", lambda v, size, mode: v.repeat_interleave(
         size[0] // v.shape[3], dim=3).repeat_interleave(size[1] // v.shape[4], dim=4))
     values = np.linspace(0, 250, frames).round().astype(np.uint8)

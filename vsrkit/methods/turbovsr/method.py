@@ -269,7 +269,8 @@ def merge_segments(latents: list[torch.Tensor], starts: list[int], total: int) -
             shared = g0 + n - spans[i + 1][0]
             weights[n - shared:] *= _ramp(shared).flip(0)
         weight_sum[g0:g0 + n] += weights
-        out[:, :, g0:g0 + n] += z[:, :, l0:l0 + n].float() * weights.to(out.device, torch.float32).reshape(1, 1, n, 1, 1)
+        fade = weights.to(out.device, torch.float32).reshape(1, 1, n, 1, 1)
+        out[:, :, g0:g0 + n] += z[:, :, l0:l0 + n].float() * fade
     if torch.any(weight_sum == 0):
         raise ValueError("the segments leave latent frames uncovered.")
     return out / weight_sum.to(out.device, torch.float32).reshape(1, 1, total, 1, 1)
@@ -376,9 +377,19 @@ class TurboVSRMethod:
             raise ValueError(f"turbovsr needs an ltx backbone. Got family {getattr(backbone, 'family', None)!r}.")
         if scale < 1:
             raise ValueError(f"`scale` must be >= 1. Got {scale}.")
-        if self.config.weights is not None and not Path(self.config.weights).expanduser().exists():
-            raise UserError(f"`method.weights={self.config.weights}` does not exist; give the `{ADAPTER_FILE}` "
-                            f"written by `vsrkit train` (its export/ folder) or leave it null.")
+        weights = Path(self.config.weights).expanduser() if self.config.weights is not None else None
+        if weights is not None and not (weights.is_file() or (weights / ADAPTER_FILE).is_file()):
+            raise UserError(f"`method.weights={self.config.weights}` is neither a file nor a folder holding "
+                            f"`{ADAPTER_FILE}`; give the file `vsrkit train` exports (in <output_dir>/export/) "
+                            f"or leave it null.")
+        from vsrkit.backbones.presets import PRESETS
+
+        preset = PRESETS.get(backbone.preset)
+        if preset is not None:
+            layers = int(backbone.transformer_overrides.get("num_layers", preset.transformer["num_layers"]))
+            if self.config.cond_block >= layers:
+                raise UserError(f"`method.cond_block` must be below the {layers} transformer blocks of "
+                                f"`{backbone.preset}`. Got {self.config.cond_block}.")
         self.backbone_config = backbone
         self.scale = int(scale)
         self.backbone = None  # built by load() or setup_training()
@@ -448,7 +459,7 @@ class TurboVSRMethod:
     def _load_adapter(self, adapter) -> None:
         path = self._adapter_file()
         if path is None:
-            if not self.backbone_config.preset.endswith("-tiny"):
+            if not self.backbone.preset.tiny:
                 logger.warning("turbovsr: no `%s` (method.weights, or beside backbone.path): the condition "
                                "projection and step embedding are untrained", ADAPTER_FILE)
             return
