@@ -1,7 +1,7 @@
 """TurboVSR on a CUDA device (never in CI): bf16, regional compile and pinned attention kernels run
 through the method's own transformer loop and agree with the eager path.
 
-    python -m pytest -q -m gpu tests/methods/turbovsr/test_gpu.py
+    python -m pytest -q -m gpu tests/methods/turbovsr/test_turbovsr_gpu.py
 """
 
 from __future__ import annotations
