@@ -155,6 +155,7 @@ def upscale_file(runner: WindowRunner, src: Path, dst: Path, *, io_cfg: IOConfig
             for methods whose spec uses keyframes.
         progress: Show a progress bar.
     """
+    from vsrkit.engine.overlap import BackgroundWriter, Prefetcher
     from vsrkit.io import open_source
 
     source = open_source(src, frames_fps=parse_fps(io_cfg.frames_fps))
@@ -168,10 +169,11 @@ def upscale_file(runner: WindowRunner, src: Path, dst: Path, *, io_cfg: IOConfig
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
     written = 0
-    with open_writer(dst, info, scale, io_cfg, overwrite, src, capped=num_frames < info.num_frames) as writer:
-        chunks = source.chunks(decode_chunk, max_frames=num_frames)
+    # Decoding and encoding run in their own threads beside the method (vsrkit.engine.overlap).
+    with open_writer(dst, info, scale, io_cfg, overwrite, src, capped=num_frames < info.num_frames) as writer, \
+            BackgroundWriter(writer) as sink, Prefetcher(source.chunks(decode_chunk, max_frames=num_frames)) as chunks:
         for frames, pts in upscale_stream(runner, chunks, num_frames, keyframes):
-            writer.write(model_to_frames(frames, info.dtype), pts=None if pts and pts[0] is None else pts)
+            sink.write(model_to_frames(frames, info.dtype), pts=None if pts and pts[0] is None else pts)
             written += frames.shape[1]
             if bar is not None:
                 bar.update(frames.shape[1])
