@@ -96,7 +96,8 @@ class _ImageWriter:
             write_image(self.path, self.frames[0], overwrite=self.overwrite)
 
 
-def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None):
+def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None, device=None,
+                          cache: dict | None = None):
     """``(source, num_frames) -> {frame index: (3, H*s, W*s) tensor}`` for ``upscale_file``.
 
     Args:
@@ -104,6 +105,9 @@ def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None):
         scale: Upscaling factor.
         gt_path: Ground truth of the clip (``bench``), used by ``source=gt`` when
             ``keyframes.gt`` is empty.
+        device: The run's device: keyframe models (``source=method``) run there (default CPU).
+        cache: Per-run store for loaded keyframe models; pass one dict for every clip of a run
+            (default: a new one, shared by the clips this function's result is used for).
     """
     import dataclasses
 
@@ -119,6 +123,7 @@ def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None):
         check_indices(config.indices, 2**31, config.min_gap, key="keyframes.indices")
     if gt_path is not None and not config.gt:
         config = dataclasses.replace(config, gt=str(gt_path))
+    cache = {} if cache is None else cache
 
     def make(source, num_frames: int) -> dict:
         from vsrkit.io import open_source
@@ -134,7 +139,7 @@ def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None):
 
         out_hw = (info.height * scale, info.width * scale)
         return prepare_keyframes(config, input_path=str(info.path), num_frames=num_frames, lq_frame=lq_frame,
-                                 out_hw=out_hw, scale=scale)
+                                 out_hw=out_hw, scale=scale, device=device or "cpu", cache=cache)
 
     return make
 

@@ -50,9 +50,10 @@ class RealESRGANConfig:
         pre_pad_sides: ``bottom_right`` (Real-ESRGAN's ``RealESRGANer``) or ``all`` (the ncnn
             runtime's 10-pixel border, with ``pre_pad=10``).
         outscale_filter: How a ``scale`` other than 4 is reached from the x4 output:
-            ``lanczos`` (OpenCV ``INTER_LANCZOS4``, Real-ESRGAN's ``--outscale``) or ``bicubic``
-            (PyTorch bicubic, a = -0.75, no antialiasing: what the ncnn ``realesr-animevideov3-x2``
-            and ``-x3`` files compute). The resize runs on the padded output, before the crop.
+            ``lanczos`` (OpenCV ``INTER_LANCZOS4`` of the cropped, clamped output: Real-ESRGAN's
+            ``--outscale``, which also rounds to 8 bits first) or ``bicubic`` (PyTorch bicubic,
+            a = -0.75, no antialiasing, on the padded unclamped output before the crop: what the
+            ncnn ``realesr-animevideov3-x2`` and ``-x3`` files compute).
         random_weights: Build the network with a deterministic random init instead of loading
             weights (CPU tests and speed benchmarks only; the log says so).
     """

