@@ -71,6 +71,10 @@ class NcnnRealESRGAN:
             raise SystemExit(f"cannot load ncnn's runtime from {wheel} ({err}); it needs libvulkan.so.1 and "
                              f"libomp.so.5 (Debian: apt-get install libvulkan1 libomp5).") from None
 
+    def vulkan_gpu_count(self) -> int:
+        """Vulkan devices ncnn sees (0: a ``gpu >= 0`` model would run on the CPU)."""
+        return int(self._wrapped.get_gpu_count())
+
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """``(H, W, 3)`` uint8 RGB -> ``(H*scale, W*scale, 3)`` uint8 RGB."""
         h, w, c = rgb.shape
