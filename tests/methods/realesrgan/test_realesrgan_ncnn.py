@@ -10,6 +10,7 @@ from realesrgan_helpers import NcnnBuilder, random_state, rrdb_ncnn, run_ncnn, s
 
 from vsrkit.errors import WeightsError
 from vsrkit.methods.realesrgan.convert import MODELS, build_model, convert_ncnn_files, ncnn_to_state_dict
+from vsrkit.methods.realesrgan.model import SRVGGNetCompact
 from vsrkit.weights.ncnn import NcnnFormatError, load_ncnn, parse_param, read_bin
 
 
@@ -86,6 +87,10 @@ def test_conversion_names_the_layer_that_does_not_fit():
     layers = load_ncnn(param.decode(), data)
     with pytest.raises(WeightsError, match="x4plus-anime"):
         ncnn_to_state_dict("x4plus-anime", layers)  # an SRVGG graph is not an RRDBNet
+    # The same layers with 32 features instead of 64.
+    narrow_param, narrow_bin = srvgg_ncnn(random_state(SRVGGNetCompact(num_feat=32, num_conv=16)), 16)
+    with pytest.raises(WeightsError, match=r"Conv_0 .*weight shape \(32, 3, 3, 3\), expected \(64, 3, 3, 3\)"):
+        ncnn_to_state_dict("animevideov3", load_ncnn(narrow_param.decode(), narrow_bin))
     # One convolution of the right size but with a fused LeakyReLU the architecture does not have.
     param_text = param.decode().replace("6=36864", "6=36864 9=2 -23310=1,2.000000e-01", 1)
     with pytest.raises(WeightsError, match=r"Conv_2 .*fused activation 0.2"):
