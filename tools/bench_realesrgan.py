@@ -4,7 +4,8 @@ and ncnn's own Vulkan runtime from the same wheel on the same GPU.
 What each row times (milliseconds per frame, median of ``--repeats`` runs after a warm-up):
 
 - ``model``: ``RealESRGANMethod.upscale`` on frames already on the GPU, CUDA-synchronised
-  (network, [-1, 1] mapping, clamping; no host transfers).
+  (network, [-1, 1] mapping, clamping; no host transfers); ``model (NCHW)`` the same without
+  channels-last (``method.channels_last=false``), in the file-to-file dtype.
 - ``decode``: reading the 480x270 H.264 clip to RGB uint8 chunks (vsrkit.io, as ``upscale_file``).
 - ``engine``: the engine's window path from host uint8 frames to host uint8 frames (upload,
   model, quantise, download): what ``upscale_file``'s main thread does per frame.
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -160,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ncnn-frames", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--random-weights", action="store_true", help="no weights needed (same compute)")
+    parser.add_argument("--no-layout-check", dest="layout_check", action="store_false",
+                        help="skip the NCHW (not channels-last) model-only row")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -214,6 +218,14 @@ def main(argv: list[str] | None = None) -> int:
             emit({"model": model, "part": "model", "dtype": name, "batch_frames": method.config.batch_frames,
                   "ms_per_frame": statistics.median(times) / args.frames * 1000,
                   "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0})
+        if args.layout_check:  # the same in NCHW, to show what channels-last buys
+            method.config = dataclasses.replace(method.config, channels_last=False)
+            method.load(device, DTYPES[args.file_dtype])
+            times = timed(lambda: method.upscale(lq, WindowContext()), args.repeats)
+            emit({"model": model, "part": "model (NCHW)", "dtype": args.file_dtype,
+                  "batch_frames": method.config.batch_frames, "peak_gib": 0.0,
+                  "ms_per_frame": statistics.median(times) / args.frames * 1000})
+            method.config = dataclasses.replace(method.config, channels_last=True)
         # File to file, and its stages apart, in --file-dtype.
         method.load(device, DTYPES[args.file_dtype])
         runner = WindowRunner(method, method.window_spec(), device)
@@ -271,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             note = f"{row['file_over_slowest']:.2f}x the slowest stage ({row['slowest_stage_ms']:.1f} ms)"
         elif row["part"] == "ncnn":
             note = row.get("error", f"tile {row['tile']}")
-        elif row["part"] == "model":
+        elif row["part"].startswith("model"):
             note = f"batch {row['batch_frames']}, peak {row['peak_gib']:.2f} GiB"
         ms = f"{row['ms_per_frame']:.2f}" if "ms_per_frame" in row else "-"
         print(f"| {row.get('model', '-')} | {row['part']} | {row.get('dtype', '-')} | {ms} | {note} |")

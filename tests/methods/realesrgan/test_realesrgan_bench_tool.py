@@ -20,11 +20,12 @@ def test_bench_tool_tiny_cpu_run(tmp_path, capsys, monkeypatch):
                       "--window", "2", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())
     assert [(r.get("model"), r["part"]) for r in rows] == [
-        (None, "decode"), ("animevideov3", "model"), ("animevideov3", "engine"), ("animevideov3", "encode"),
-        ("animevideov3", "file"), ("x4plus-anime", "model"), ("x4plus-anime", "engine"), ("x4plus-anime", "file")]
+        (None, "decode"), ("animevideov3", "model"), ("animevideov3", "model (NCHW)"), ("animevideov3", "engine"),
+        ("animevideov3", "encode"), ("animevideov3", "file"), ("x4plus-anime", "model"), ("x4plus-anime", "model (NCHW)"),
+        ("x4plus-anime", "engine"), ("x4plus-anime", "file")]
     assert all(r["ms_per_frame"] > 0 and r["lr"] == [8, 12] and r["hr"] == [32, 48] for r in rows)
-    stages = {r["part"]: r["ms_per_frame"] for r in rows[:5]}
-    file_row = rows[4]
+    stages = {r["part"]: r["ms_per_frame"] for r in rows[:6]}
+    file_row = rows[5]
     assert file_row["slowest_stage_ms"] == max(stages["decode"], stages["engine"], stages["encode"])
     assert file_row["file_over_slowest"] == stages["file"] / file_row["slowest_stage_ms"]
     assert "| animevideov3 | file | fp32 |" in capsys.readouterr().out
