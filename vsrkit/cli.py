@@ -20,8 +20,10 @@ commands:
   train     train a method
   bench     run methods over a dataset and score them (use -m for sweeps)
   eval      score a prediction folder or file against ground truth
+  weights   fetch, verify and locate trained weights (vsrkit weights --help)
 
 examples:
+  vsrkit infer input=in.mp4 output=out.mp4      (Real-ESRGAN x4; weights fetched on first use)
   vsrkit infer method=bicubic input=in.mp4 output=out.mp4 scale=4
   vsrkit infer method=sparkvsr input=in.mp4 output=out.mp4 backbone.path=/weights/SparkVSR
   vsrkit train method=sparkvsr data=demo train.max_steps=2 train.output_dir=runs/a
@@ -32,7 +34,7 @@ examples:
 """
 
 HYDRA_COMMANDS = ("infer", "train", "bench", "eval")
-PLAIN_COMMANDS = ("ls", "doctor")
+PLAIN_COMMANDS = ("ls", "doctor", "weights")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             from vsrkit.commands.doctor import run_doctor
 
             return run_doctor(rest)
+        if command == "weights":
+            from vsrkit.commands.weights import run_weights
+
+            return run_weights(rest)
         if command in HYDRA_COMMANDS:
             from vsrkit.commands.hydra_app import run_hydra_command
 

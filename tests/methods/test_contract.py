@@ -17,12 +17,16 @@ store_schemas()
 
 def _build(name: str, scale: int = 2):
     GlobalHydra.instance().clear()
+    # Methods with trained weights of their own (no backbone) build randomly initialised, as tiny presets do.
+    fields = getattr(METHODS.get_config(name), "__dataclass_fields__", {})
+    random = ["method.random_weights=true"] if "random_weights" in fields else []
     with initialize_config_module(config_module="vsrkit.conf", version_base="1.3"):
-        cfg = compose(config_name="infer", overrides=[f"method={name}", "input=a", "output=b"], return_hydra_config=True)
+        cfg = compose(config_name="infer", overrides=[f"method={name}", "input=a", "output=b", *random],
+                      return_hydra_config=True)
         backbone = cfg.hydra.runtime.choices.backbone
         if backbone != "none":  # CPU tests use each real preset's tiny twin
             cfg = compose(config_name="infer", overrides=[f"method={name}", f"backbone={backbone}-tiny", "input=a",
-                                                          "output=b"], return_hydra_config=True)
+                                                          "output=b", *random], return_hydra_config=True)
             backbone = f"{backbone}-tiny"
     method = build_method(cfg, name, None if backbone == "none" else backbone, scale)
     method.load(torch.device("cpu"), torch.float32)

@@ -40,9 +40,11 @@ def run(cfg) -> None:
     method.load(device, None)  # None: the backbone preset's dtype (backbone.dtype) decides
     runner = WindowRunner(method, spec, device, blend=engine_cfg.blend, seed=engine_cfg.seed)
     videos, stats = [], []
+    keyframe_models: dict = {}  # a keyframe model (keyframes.source=method) loads once for all clips
     for clip in clips:
         dst = job_dir / "outputs" / f"{clip.name}.mkv"
-        keyframes_for = keyframes_from_config(cfg.keyframes, spec.scale, clip.gt) if spec.uses_keyframes else None
+        keyframes_for = (keyframes_from_config(cfg.keyframes, spec.scale, clip.gt, device=device, cache=keyframe_models)
+                         if spec.uses_keyframes else None)
         stats.append(upscale_file(runner, Path(clip.lq), dst, io_cfg=io_cfg, overwrite=True,
                                   max_frames=cfg.max_frames, decode_chunk=engine_cfg.decode_chunk,
                                   keyframes_for=keyframes_for, progress=cfg.progress))

@@ -27,12 +27,12 @@ def run(cfg) -> None:
     method = build_method(cfg, method_name, backbone_name, cfg.scale)
     spec = apply_overrides(method.window_spec(), engine_cfg.window, engine_cfg.overlap, engine_cfg.tile,
                            engine_cfg.tile_overlap)
+    device = resolve_device(engine_cfg.device)
     keyframes_for = None
     if spec.uses_keyframes:
         from vsrkit.engine.run_infer import keyframes_from_config
 
-        keyframes_for = keyframes_from_config(cfg.keyframes, scale=spec.scale)
-    device = resolve_device(engine_cfg.device)
+        keyframes_for = keyframes_from_config(cfg.keyframes, scale=spec.scale, device=device)
     method.load(device, None)  # None: the backbone preset's dtype (backbone.dtype) decides
     runner = WindowRunner(method, spec, device, blend=engine_cfg.blend, seed=engine_cfg.seed)
     for src, dst in pairs:

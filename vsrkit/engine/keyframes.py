@@ -132,6 +132,8 @@ class KeyframeRequest:
         out_hw: Padded output size ``(H, W)`` the method works at (>= ``content_hw``).
         scale: Upscaling factor.
         device: Where keyframe tensors are returned (and ``method`` sources run).
+        cache: Per-run store where a source keeps what it loaded (``method``: the loaded
+            model), so a run with many clips loads it once; ``None`` keeps nothing.
     """
 
     input_path: Optional[str]
@@ -141,6 +143,7 @@ class KeyframeRequest:
     out_hw: tuple
     scale: int
     device: Any = "cpu"
+    cache: Optional[dict] = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -402,23 +405,24 @@ def source_gt(config: KeyframesConfig, indices: list[int], request: KeyframeRequ
     }
 
 
-def source_method(config: KeyframesConfig, indices: list[int], request: KeyframeRequest) -> dict:
-    """Run a registered vsrkit method on each single LR frame (image mode) at the clip's scale.
-
-    The frame is padded to the method's own window rule (frames repeated, spatial padding as its
-    ``WindowSpec`` says), upscaled, cropped back, then fitted like any other keyframe image.
-    """
-    from vsrkit.methods.protocol import WindowContext
+def _keyframe_method(config: KeyframesConfig, request: KeyframeRequest):
+    """The ``keyframes.method`` model, built and loaded on ``request.device``; kept in (and taken
+    from) ``request.cache`` under its name, options, scale and device."""
     from vsrkit.registry import METHODS
 
     if not config.method:
         raise UserError("`keyframes.method` must name a registered method for `keyframes.source=method`.")
     if config.method not in METHODS:
         raise UserError(f"`keyframes.method`: {METHODS.unknown_message(config.method)}")
+    device = torch.device(request.device)
+    key = ("method", config.method, repr(sorted(config.method_options.items())),
+           repr(sorted(config.method_backbone.items())), request.scale, str(device))
+    if request.cache is not None and key in request.cache:
+        return request.cache[key]
     config_cls = METHODS.get_config(config.method)
     try:
         method_config = config_cls(**config.method_options) if config_cls is not None else None
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise UserError(f"`keyframes.method_options` do not fit method `{config.method}`: {err}") from None
     backbone, dtype = None, torch.float32
     if config.method_backbone:
@@ -434,9 +438,25 @@ def source_method(config: KeyframesConfig, indices: list[int], request: Keyframe
         method = METHODS.get(config.method)(method_config, backbone=backbone, scale=request.scale)
     except ValueError as err:
         raise UserError(f"`keyframes.method={config.method}`: {err} (set keyframes.method_backbone)") from None
+    logger.info("keyframes: loading method %s on %s", config.method, device)
+    method.load(device, dtype)
+    if request.cache is not None:
+        request.cache[key] = method
+    return method
+
+
+def source_method(config: KeyframesConfig, indices: list[int], request: KeyframeRequest) -> dict:
+    """Run a registered vsrkit method on each single LR frame (image mode) at the clip's scale.
+
+    The frame is padded to the method's own window rule (frames repeated, spatial padding as its
+    ``WindowSpec`` says), upscaled, cropped back, then fitted like any other keyframe image. The
+    method loads on ``request.device`` once per ``request.cache`` (once per run), not per clip.
+    """
+    from vsrkit.methods.protocol import WindowContext
+
+    method = _keyframe_method(config, request)
     spec = method.window_spec()
     device = torch.device(request.device)
-    method.load(device, dtype)
     out = {}
     for index in indices:
         lr = _content_lr(request, index).to(device)
@@ -536,6 +556,7 @@ def prepare_keyframes(
     scale: int,
     content_hw: Optional[tuple] = None,
     device: Any = "cpu",
+    cache: Optional[dict] = None,
 ) -> dict:
     """Select keyframes and make their HR images, once per clip.
 
@@ -553,6 +574,8 @@ def prepare_keyframes(
         scale: Upscaling factor.
         content_hw: Output size of the real content (input size times scale); default ``out_hw``.
         device: Device of the returned tensors (and of ``method`` sources' runs).
+        cache: Per-run store for what sources load (see :class:`KeyframeRequest`); pass the same
+            dict for every clip of a run so a keyframe model loads once.
 
     Returns:
         ``{global frame index: (C, *out_hw) float32 tensor in [-1, 1]}``; empty for
@@ -578,7 +601,7 @@ def prepare_keyframes(
                             config.min_gap, key=f"keyframes (selector {config.selector})")
     logger.info("keyframes: selector %s chose %s; source %s", config.selector, indices, config.source)
     request = KeyframeRequest(input_path=input_path, num_frames=num_frames, lq_frame=lq_frame,
-                              content_hw=content_hw, out_hw=out_hw, scale=scale, device=device)
+                              content_hw=content_hw, out_hw=out_hw, scale=scale, device=device, cache=cache)
     made = KEYFRAME_SOURCES.get(config.source)(config, indices, request)
     keyframes = {}
     for index in indices:

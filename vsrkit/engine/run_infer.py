@@ -96,7 +96,8 @@ class _ImageWriter:
             write_image(self.path, self.frames[0], overwrite=self.overwrite)
 
 
-def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None):
+def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None, device=None,
+                          cache: dict | None = None):
     """``(source, num_frames) -> {frame index: (3, H*s, W*s) tensor}`` for ``upscale_file``.
 
     Args:
@@ -104,6 +105,9 @@ def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None):
         scale: Upscaling factor.
         gt_path: Ground truth of the clip (``bench``), used by ``source=gt`` when
             ``keyframes.gt`` is empty.
+        device: The run's device: keyframe models (``source=method``) run there (default CPU).
+        cache: Per-run store for loaded keyframe models; pass one dict for every clip of a run
+            (default: a new one, shared by the clips this function's result is used for).
     """
     import dataclasses
 
@@ -119,6 +123,7 @@ def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None):
         check_indices(config.indices, 2**31, config.min_gap, key="keyframes.indices")
     if gt_path is not None and not config.gt:
         config = dataclasses.replace(config, gt=str(gt_path))
+    cache = {} if cache is None else cache
 
     def make(source, num_frames: int) -> dict:
         from vsrkit.io import open_source
@@ -134,7 +139,7 @@ def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None):
 
         out_hw = (info.height * scale, info.width * scale)
         return prepare_keyframes(config, input_path=str(info.path), num_frames=num_frames, lq_frame=lq_frame,
-                                 out_hw=out_hw, scale=scale)
+                                 out_hw=out_hw, scale=scale, device=device or "cpu", cache=cache)
 
     return make
 
@@ -155,6 +160,7 @@ def upscale_file(runner: WindowRunner, src: Path, dst: Path, *, io_cfg: IOConfig
             for methods whose spec uses keyframes.
         progress: Show a progress bar.
     """
+    from vsrkit.engine.overlap import BackgroundWriter, Prefetcher
     from vsrkit.io import open_source
 
     source = open_source(src, frames_fps=parse_fps(io_cfg.frames_fps))
@@ -168,10 +174,11 @@ def upscale_file(runner: WindowRunner, src: Path, dst: Path, *, io_cfg: IOConfig
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
     written = 0
-    with open_writer(dst, info, scale, io_cfg, overwrite, src, capped=num_frames < info.num_frames) as writer:
-        chunks = source.chunks(decode_chunk, max_frames=num_frames)
+    # Decoding and encoding run in their own threads beside the method (vsrkit.engine.overlap).
+    with open_writer(dst, info, scale, io_cfg, overwrite, src, capped=num_frames < info.num_frames) as writer, \
+            BackgroundWriter(writer) as sink, Prefetcher(source.chunks(decode_chunk, max_frames=num_frames)) as chunks:
         for frames, pts in upscale_stream(runner, chunks, num_frames, keyframes):
-            writer.write(model_to_frames(frames, info.dtype), pts=None if pts and pts[0] is None else pts)
+            sink.write(model_to_frames(frames, info.dtype), pts=None if pts and pts[0] is None else pts)
             written += frames.shape[1]
             if bar is not None:
                 bar.update(frames.shape[1])

