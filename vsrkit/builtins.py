@@ -15,6 +15,7 @@ from vsrkit.registry import (
     KEYFRAME_SOURCES,
     METHODS,
     METRICS,
+    VISUAL_ENCODERS,
 )
 
 _registered = False
@@ -37,6 +38,9 @@ def register_builtins() -> None:
     METHODS.register("sparkvsr", "vsrkit.methods.sparkvsr.method:SparkVSRMethod",
                      config="vsrkit.methods.sparkvsr.config:SparkVSRConfig", family="cogvideox",
                      summary="keyframe-conditioned one-step CogVideoX1.5-5B-I2V video SR (SparkVSR)")
+    METHODS.register("infvsr", "vsrkit.methods.infvsr.method:InfVSRMethod",
+                     config="vsrkit.methods.infvsr.config:InfVSRConfig", family="wan", streaming=True,
+                     summary="causal one-step streaming Wan2.1-1.3B video SR of unbounded length (InfVSR)")
     # --- end methods ------------------------------------------------------------------
 
     # --- backbones --------------------------------------------------------------------
@@ -139,6 +143,13 @@ def register_builtins() -> None:
                               summary="an external program (e.g. PiSA-SR)")
     # --- end keyframes ----------------------------------------------------------------
 
+    # --- visual encoders (image -> prompt tokens; vsrkit/backbones/visual.py) ----------
+    VISUAL_ENCODERS.register("ram-swin-l-dape", "vsrkit.backbones.visual:build_ram_dape",
+                             summary="RAM Swin-L 384 px + DAPE LoRA, 145 x 512 tokens (InfVSR's, SeeSR's)")
+    VISUAL_ENCODERS.register("swin-tiny-random", "vsrkit.backbones.visual:build_tiny",
+                             summary="CPU-test twin of ram-swin-l-dape (64 px, 5 x 512 tokens, random weights)")
+    # --- end visual encoders ----------------------------------------------------------
+
 
 __all__ = ["register_builtins", "METHODS", "BACKBONES", "DATASETS", "DEGRADATIONS", "METRICS",
-           "KEYFRAME_SELECTORS", "KEYFRAME_SOURCES"]
+           "KEYFRAME_SELECTORS", "KEYFRAME_SOURCES", "VISUAL_ENCODERS"]

@@ -70,6 +70,7 @@ ONEPIECE_PLAN = [(0, 9, True, True), (9, 21, False, False), (21, 33, False, Fals
                  (157, 169, False, False), (169, 181, False, False)]
 
 
+@pytest.mark.slow
 def test_real_clip_plan_matches_the_release(real_data):
     av = pytest.importorskip("av")
     with av.open(str(real_data / "xinntao_Real-ESRGAN" / "onepiece_demo.mp4")) as container:
