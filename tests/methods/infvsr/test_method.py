@@ -173,3 +173,19 @@ def test_stream_rejects_a_size_change(loaded):
     stream.push(smooth_clip(3, 4, 4))
     with pytest.raises(ValueError, match="frame size changed"):
         stream.push(smooth_clip(3, 4, 8))
+
+
+def test_x0_inverts_the_rectified_flow():
+    # x_t = (1 - sigma) x0 + sigma eps and v = eps - x0 (Wan / DiffSynth): x0 = x_t - sigma v.
+    from vsrkit.methods.infvsr.method import velocity_to_x0
+
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(2, 16, 3, 4, 4, generator=g), torch.randn(2, 16, 3, 4, 4, generator=g)
+    sigma = 0.400390625
+    torch.testing.assert_close(velocity_to_x0((1 - sigma) * x0 + sigma * eps, eps - x0, sigma), x0)
+
+
+def test_reference_is_the_lr_frame_in_unit_range(loaded):
+    frame = smooth_clip(1, 6, 5)[:, :, 0]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.reference_tokens(frame), loaded.encoder((frame + 1) / 2))
