@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_method, smooth_clip
+from infvsr_helpers import make_method, smooth_clip
 
 from vsrkit.methods.infvsr.method import vsd_loss
 

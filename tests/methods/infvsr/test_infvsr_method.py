@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_method, smooth_clip
+from infvsr_helpers import make_method, smooth_clip
 
 from vsrkit.errors import UserError
 from vsrkit.methods.infvsr.method import chunk_latent_frames, pad_chunk, upsample
@@ -83,13 +83,13 @@ def test_cache_window_decides_whether_chunks_see_each_other(cache_chunks):
         assert (after - alone).abs().max() > 1e-4
 
 
-# The release's scene_batches on the top-left 8x8 of test_scenes.synthetic_frames (PySceneDetect 0.6.7.1):
+# The release's scene_batches on the top-left 8x8 of test_infvsr_scenes.synthetic_frames (PySceneDetect 0.6.7.1):
 CROP_PLAN = [(0, 9, True, True), (9, 21, False, False), (21, 24, False, False), (24, 33, True, True),
              (33, 45, False, False), (45, 57, False, True), (57, 69, False, False), (69, 70, False, True)]
 
 
 def test_scene_cut_resets_cache_and_positions(loaded_scenes, monkeypatch):
-    from test_scenes import plan, synthetic_frames
+    from test_infvsr_scenes import plan, synthetic_frames
 
     frames = np.stack(synthetic_frames())[:, :8, :8]
     assert plan(list(frames), (10,)) == CROP_PLAN
@@ -162,7 +162,7 @@ def test_bad_options_fail_before_any_weights_load():
         make_method(visual_encoder="ram-swin")
     with pytest.raises(UserError, match="`method.visual_encoder_path=/nowhere/ram.pth` does not exist"):
         make_method(visual_encoder_path="/nowhere/ram.pth")
-    from conftest import tiny_backbone
+    from infvsr_helpers import tiny_backbone
 
     with pytest.raises(UserError, match="text_dim` must be 512"):
         InfVSRMethod(InfVSRConfig(), tiny_backbone(transformer_overrides={"text_dim": 16}), 4)
