@@ -9,7 +9,7 @@ and VAE decode.
 Streaming methods (InfVSR) are run through the engine's streaming path, fed 16 frames at a time;
 ``--frames`` may repeat (one warm-up per size, on the shortest length), ``parts_seconds`` then holds
 the time inside each stage the method reports (``encode``, ``denoise``, ``decode``), and
-``--file-to-file`` also times a real file round trip: decoding the input alone, encoding the output
+``--file-to-file N`` also times, for the N-frame workloads, a real file round trip: decoding the input alone, encoding the output
 alone, and the whole ``vsrkit infer`` path with the three overlapped.
 
 Example (one H200)::
@@ -17,7 +17,7 @@ Example (one H200)::
     python tools/bench_method.py --method sparkvsr --backbone cogvideox1.5-5b-i2v \\
         --lr 180x320 --lr 270x480 --frames 33 --sweep method.ref_guidance_scale=1,2 --out $OUT/spark.json
     python tools/bench_method.py --method infvsr --backbone wan2.1-t2v-1.3b --lr 180x320 \\
-        --frames 33 --frames 330 --frames 1000 --repeats 1 --file-to-file --out $OUT/infvsr.json
+        --frames 33 --frames 330 --frames 1000 --repeats 1 --file-to-file 330 --out $OUT/infvsr.json
 """
 
 from __future__ import annotations
@@ -157,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", action="append", required=True, help="input size HxW, e.g. 180x320 (repeatable)")
     parser.add_argument("--frames", type=int, action="append", default=None,
                         help="clip length (repeatable; default 33)")
-    parser.add_argument("--file-to-file", action="store_true",
-                        help="also time decode, encode and the overlapped file-to-file path (streaming methods)")
+    parser.add_argument("--file-to-file", type=int, default=None, metavar="FRAMES",
+                        help="for the workloads of this length, also time decoding, encoding and the overlapped "
+                             "file-to-file path (streaming methods)")
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--keyframes", default="0", help="comma-separated keyframe indices ('' for none)")
     parser.add_argument("--sweep", action="append", default=[], help="key=v1,v2: one workload per value")
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                        "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else 0.0,
                        "gpu": torch.cuda.get_device_name() if on_gpu else "cpu", "torch": torch.__version__,
                        "runs": times}
-                if args.file_to_file and streaming:
+                if args.file_to_file == n_frames and streaming:
                     import tempfile
 
                     with tempfile.TemporaryDirectory() as folder:

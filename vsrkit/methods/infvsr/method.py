@@ -276,6 +276,10 @@ class InfVSRMethod:
             value = getattr(c, key)
             if value is not None and not Path(value).expanduser().exists():
                 raise UserError(f"`method.{key}={value}` does not exist; give the weights file's path.")
+        if not self.tiny and c.visual_encoder_path is None and getattr(backbone, "random_weights", None) is False:
+            raise UserError("`method.visual_encoder_path` is not set: infvsr needs RAM's ram_swin_large_14m.pth (and "
+                            "method.visual_adapter_path=DAPE.pth); pass backbone.random_weights=true for speed "
+                            "benchmarks with random weights.")
         if c.visual_adapter_path is not None and c.visual_encoder_path is None:
             raise UserError(f"`method.visual_adapter_path={c.visual_adapter_path}` needs method.visual_encoder_path "
                             f"(the RAM weights it adapts).")
