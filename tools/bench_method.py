@@ -9,8 +9,8 @@ and VAE decode.
 Streaming methods (InfVSR) are run through the engine's streaming path, fed 16 frames at a time;
 ``--frames`` may repeat (one warm-up per size, on the shortest length), ``parts_seconds`` then holds
 the time inside each stage the method reports (``encode``, ``denoise``, ``decode``), and
-``--file-to-file N`` also times, for the N-frame workloads, a real file round trip: decoding the input alone, encoding the output
-alone, and the whole ``vsrkit infer`` path with the three overlapped.
+``--file-to-file N`` also times, for the N-frame workloads, a real file round trip: decoding the
+input alone, encoding the output alone, and the whole ``vsrkit infer`` path with the three overlapped.
 
 Example (one H200)::
 
