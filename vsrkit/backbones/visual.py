@@ -121,8 +121,13 @@ def load_weights(model: nn.Module, sd: dict, source: str) -> None:
     unexpected = [k for k in sd if k not in own]
     shapes = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or shapes:
-        first = (f"missing key `{missing[0]}`" if missing else f"unexpected key `{unexpected[0]}`" if unexpected
-                 else f"key `{shapes[0]}` has shape {tuple(sd[shapes[0]].shape)}, expected {tuple(own[shapes[0]].shape)}")
+        if missing:
+            first = f"missing key `{missing[0]}`"
+        elif unexpected:
+            first = f"unexpected key `{unexpected[0]}`"
+        else:
+            key = shapes[0]
+            first = f"key `{key}` has shape {tuple(sd[key].shape)}, expected {tuple(own[key].shape)}"
         raise WeightsError(f"visual encoder weights `{source}` do not fit the encoder: {first} "
                            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} mis-shaped).")
     model.load_state_dict(sd, strict=True, assign=True)

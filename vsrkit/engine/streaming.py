@@ -146,7 +146,8 @@ def stream_clip(
     def take(out: torch.Tensor) -> tuple[torch.Tensor, list] | None:
         hw = ((size[0] + pad[0]) * scale, (size[1] + pad[1]) * scale)
         if out.dim() != 5 or out.shape[:2] != (1, 3) or tuple(out.shape[3:]) != hw:
-            raise RuntimeError(f"{name} stream returned shape {tuple(out.shape)}, expected (1, 3, T, {hw[0]}, {hw[1]}).")
+            raise RuntimeError(f"{name} stream returned shape {tuple(out.shape)}, "
+                               f"expected (1, 3, T, {hw[0]}, {hw[1]}).")
         n = out.shape[2]
         if n > len(waiting_pts):
             raise RuntimeError(f"{name} stream returned {n} frames but only {len(waiting_pts)} were pending.")

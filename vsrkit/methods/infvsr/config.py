@@ -139,7 +139,8 @@ class InfVSRConfig:
             raise UserError(f"`vae_tile_overlap` must be a multiple of 8 in [0, vae_tile_size). "
                             f"Got {self.vae_tile_overlap}.")
         if self.train_frames < 9 or (self.train_frames - 9) % 12:
-            raise UserError(f"`train_frames` must be 9 + 12k (9, 21, 33, 45, ...): whole chunks. Got {self.train_frames}.")
+            raise UserError(f"`train_frames` must be 9 + 12k (9, 21, 33, 45, ...): whole chunks. "
+                            f"Got {self.train_frames}.")
         self.train_size = [int(v) for v in self.train_size]
         if len(self.train_size) != 2 or any(v < 16 or v % 16 for v in self.train_size):
             raise UserError(f"`train_size` must be [H, W], multiples of 16. Got {self.train_size}.")

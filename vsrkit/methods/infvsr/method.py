@@ -403,7 +403,8 @@ class InfVSRMethod:
         base = None
         if self.uses_dmd or not has_weights:
             base_overrides = {k: v for k, v in self.user_backbone.transformer_overrides.items() if k != "text_dim"}
-            base_cfg = dataclasses.replace(cfg, path=c.base_path, transformer_path=None, transformer_overrides=base_overrides)
+            base_cfg = dataclasses.replace(cfg, path=c.base_path, transformer_path=None,
+                                           transformer_overrides=base_overrides)
             base = build_backbone(base_cfg, device, torch.float32)
         if base is not None and not has_weights:
             self._init_from_base(base.transformer)
