@@ -150,3 +150,21 @@ def test_infer_real_clip_with_audio_keeps_frames_size_and_audio(real_data, tmp_p
         assert (v.codec_context.width, v.codec_context.height) == (320, 240)
         assert len(c.streams.audio) == 1
         assert sum(1 for _ in c.decode(video=0)) == 5
+
+
+def test_ten_thousand_frames_stream_with_bounded_buffers():
+    # The engine keeps at most one decoded piece plus what the method holds back (here < 3 frames).
+    method = ToyStreamingMethod()
+    frame = np.zeros((1, 2, 2, 3), np.uint8)
+
+    def source():
+        for i in range(10_000):
+            yield Chunk(frame + (i % 251), [i])
+
+    runner = WindowRunner(method, method.window_spec(), torch.device("cpu"))
+    total, held = 0, 0
+    for out, pts in upscale_frames(runner, source(), 10_000):
+        assert pts == list(range(total, total + len(pts)))
+        total += out.shape[1]
+        held = max(held, len(method.streams[0].held))
+    assert total == 10_000 and held < 3
