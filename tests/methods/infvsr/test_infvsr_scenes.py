@@ -110,3 +110,25 @@ def test_flash_filter_merge_rules():
     # 21..37 merge into one cut at the run's last frame 37, reported 15 frames later (at 52).
     got = [(i, c) for i in range(100) for c in f(i, i in above)]
     assert got == [(20, 20), (52, 37), (60, 60)]
+
+
+def merge_frames() -> list[np.ndarray]:
+    """80 frames 8x8 flickering over 20..37 (cuts at 20, 21, 24, 30, 37): the MERGE filter reports the
+    merged cut at 37 only at frame 52, so chunks must wait for it."""
+    rng = np.random.default_rng(3)
+    col = {"r": [200, 40, 40], "b": [30, 160, 220], "g": [40, 200, 60], "y": [250, 250, 20]}
+    seq = ["r"] * 20 + ["b"] + ["r"] * 3 + ["g"] * 6 + ["y"] * 7 + ["b"] * 43
+    out = []
+    for c in seq:
+        f = np.tile(np.array(col[c], np.uint8), (8, 8, 1)).astype(np.int16) + rng.integers(-3, 4, (8, 8, 3))
+        out.append(np.clip(f, 0, 255).astype(np.uint8))
+    return out
+
+
+MERGE_PLAN = [(0, 9, True, True), (9, 20, False, False), (20, 29, True, True), (29, 37, False, False),
+              (37, 46, True, True), (46, 58, False, False), (58, 70, False, False), (70, 80, False, False)]
+
+
+@pytest.mark.parametrize("pieces", [(1,), (12,)])
+def test_late_merged_cut_plan_matches_the_release(pieces):
+    assert plan(merge_frames(), pieces) == MERGE_PLAN
