@@ -115,8 +115,9 @@ def test_streaming_contract(name):
     assert out.min() >= -1.0 and out.max() <= 1.0
     assert all(c <= sum(pieces[:i + 1]) for i, c in enumerate(counts))  # never ahead of its input
     # reset() forgets the clip: the same frames give the same output; so does a fresh stream with other pieces.
-    stream.reset()
     with torch.no_grad():
+        stream.push(lq[:, :, 5:16])  # half a clip, then forgotten
+        stream.reset()
         again, _ = _run(stream, lq, pieces)
         fresh, _ = _run(method.open_stream(StreamContext(generator=torch.Generator().manual_seed(7))), lq, [23])
     assert torch.equal(out, again), "reset() left state behind"

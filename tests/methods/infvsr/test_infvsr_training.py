@@ -64,11 +64,21 @@ def test_groups_steps_and_what_each_trains(stage2):
     assert set(logs) == {"fake_score_mse"}
 
 
-def test_generator_losses_and_dmd_term(stage2, monkeypatch):
+def test_generator_losses_and_dmd_term(stage2):
+    # The fake score starts as a copy of the real one (DMD term 0); move it away so the term counts.
     batch = _batch()
-    loss, logs = stage2.training_step(batch, "generator")
+    weight = stage2._fake.proj_out.weight
+    saved = weight.detach().clone()
+    with torch.no_grad():
+        weight.add_(0.05 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)))
+    try:
+        loss, logs = stage2.training_step(batch, "generator")
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
     assert set(logs) == {"pixel_mse", "frame_diff_l1", "dmd"}
-    total = logs["pixel_mse"] + logs["frame_diff_l1"] + logs["dmd"]
+    assert logs["dmd"] > 1e-3
+    total = logs["pixel_mse"] + logs["frame_diff_l1"] + stage2.config.dmd_weight * logs["dmd"]
     assert float(loss.detach()) == pytest.approx(total, rel=1e-5)
 
 
