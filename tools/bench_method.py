@@ -6,10 +6,18 @@ in perf-notes.md. Each workload is run once to warm up, then ``--repeats`` times
 reported with peak GPU memory and, for backbone methods, the time inside VAE encode, transformer
 and VAE decode.
 
+Streaming methods (InfVSR) are run through the engine's streaming path, fed 16 frames at a time;
+``--frames`` may repeat (one warm-up per size, on the shortest length), ``parts_seconds`` then holds
+the time inside each stage the method reports (``encode``, ``denoise``, ``decode``), and
+``--file-to-file N`` also times, for the N-frame workloads, a real file round trip: decoding the
+input alone, encoding the output alone, and the whole ``vsrkit infer`` path with the three overlapped.
+
 Example (one H200)::
 
     python tools/bench_method.py --method sparkvsr --backbone cogvideox1.5-5b-i2v \\
         --lr 180x320 --lr 270x480 --frames 33 --sweep method.ref_guidance_scale=1,2 --out $OUT/spark.json
+    python tools/bench_method.py --method infvsr --backbone wan2.1-t2v-1.3b --lr 180x320 \\
+        --frames 33 --frames 330 --frames 1000 --repeats 1 --file-to-file 330 --out $OUT/infvsr.json
 """
 
 from __future__ import annotations
@@ -77,17 +85,69 @@ def cuda_span():
     box["seconds"] = time.perf_counter() - start
 
 
-def run_once(runner, frames: np.ndarray, keyframes: dict) -> float:
-    from vsrkit.engine.inference import model_to_frames, upscale_stream
+class Chunk:
+    def __init__(self, f):
+        self.frames, self.pts = f, None
 
-    class Chunk:
-        def __init__(self, f):
-            self.frames, self.pts = f, None
 
+def run_once(runner, frames: np.ndarray, keyframes: dict, on_stage=None) -> float:
+    from vsrkit.engine.inference import model_to_frames
+    from vsrkit.engine.streaming import upscale_frames
+
+    # 16 frames at a time, as the video reader hands them over (decode_chunk).
+    chunks = [Chunk(frames[i:i + 16]) for i in range(0, len(frames), 16)]
     with cuda_span() as span:
-        for out, _ in upscale_stream(runner, [Chunk(frames)], len(frames), keyframes):
+        for out, _ in upscale_frames(runner, chunks, len(frames), keyframes, on_stage=on_stage):
             model_to_frames(out)
     return span["seconds"]
+
+
+class StageTimer:
+    """Wall time per stage from a streaming method's ``context.stage`` reports (CUDA-synchronised)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.current, self.since = None, 0.0
+
+    def __call__(self, name, done=0, total=1) -> None:
+        _sync()
+        now = time.perf_counter()
+        if self.current is not None:
+            self.seconds[self.current] = self.seconds.get(self.current, 0.0) + now - self.since
+        self.current, self.since = name, now
+
+    def stop(self) -> dict:
+        self(None)
+        self.current = None
+        return dict(self.seconds)
+
+
+def file_round_trip(runner, frames: np.ndarray, scale: int, folder: Path) -> dict:
+    """Seconds to decode the input file alone, to encode the output alone, and file to file (overlapped)."""
+    from vsrkit.engine.run_infer import upscale_file
+    from vsrkit.engine.settings import IOConfig
+    from vsrkit.io import VideoWriter, open_source
+
+    n, h, w, _ = frames.shape
+    src, dst, enc = folder / f"in_{h}x{w}_{n}.mp4", folder / f"out_{h}x{w}_{n}.mp4", folder / f"enc_{h}x{w}_{n}.mp4"
+    with VideoWriter(src, width=w, height=h, fps=24, overwrite=True) as writer:
+        for i in range(0, n, 16):
+            writer.write(frames[i:i + 16])
+    start = time.perf_counter()
+    for _ in open_source(src).chunks(16):
+        pass
+    decode = time.perf_counter() - start
+    hr = np.repeat(np.repeat(frames[:16], scale, axis=1), scale, axis=2)
+    start = time.perf_counter()
+    with VideoWriter(enc, width=w * scale, height=h * scale, fps=24, overwrite=True) as writer:
+        for i in range(0, n, 16):
+            writer.write(hr[: min(16, n - i)])
+    encode = time.perf_counter() - start
+    with cuda_span() as span:
+        upscale_file(runner, src, dst, io_cfg=IOConfig(), overwrite=True, max_frames=None, decode_chunk=16,
+                     progress=False)
+    return {"decode_s": decode, "encode_s": encode, "file_to_file_s": span["seconds"],
+            "file_to_file_ms_per_frame": span["seconds"] / n * 1000}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", required=True)
     parser.add_argument("--backbone", default=None, help="backbone preset (default: the method's)")
     parser.add_argument("--lr", action="append", required=True, help="input size HxW, e.g. 180x320 (repeatable)")
-    parser.add_argument("--frames", type=int, default=33)
+    parser.add_argument("--frames", type=int, action="append", default=None,
+                        help="clip length (repeatable; default 33)")
+    parser.add_argument("--file-to-file", type=int, default=None, metavar="FRAMES",
+                        help="for the workloads of this length, also time decoding, encoding and the overlapped "
+                             "file-to-file path (streaming methods)")
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--keyframes", default="0", help="comma-separated keyframe indices ('' for none)")
     parser.add_argument("--sweep", action="append", default=[], help="key=v1,v2: one workload per value")
@@ -108,12 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-channels-last", action="store_true", help="VAE weights in channels_last_3d")
     parser.add_argument("--vae-compile", action="store_true", help="torch.compile the VAE encoder and decoder")
     args = parser.parse_args(argv)
+    args.frames = sorted(args.frames or [33])
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA GPU: speed figures are GPU benchmarks (use --device cpu for a smoke run).", file=sys.stderr)
         return 2
 
     from vsrkit.engine.build import build_method, to_dataclass
     from vsrkit.engine.inference import WindowRunner, apply_overrides
+    from vsrkit.engine.streaming import is_streaming
 
     sweeps = [[]]
     for item in args.sweep:
@@ -157,35 +223,51 @@ def main(argv: list[str] | None = None) -> int:
             for obj, attr, name in getattr(method, "timed_calls", lambda: [])():
                 timers.wrap(obj, attr, name)
         method.config = method_cfg  # swept method options take effect without reloading weights
-        spec = apply_overrides(method.window_spec(), window=args.frames, overlap=0, tile=0, tile_overlap=None)
+        streaming = is_streaming(method)
+        if streaming:
+            spec = method.window_spec()
+        else:
+            spec = apply_overrides(method.window_spec(), window=args.frames[0], overlap=0, tile=0, tile_overlap=None)
         runner = WindowRunner(method, spec, device)
         for size in args.lr:
             h, w = (int(v) for v in size.lower().split("x"))
-            rng = np.random.default_rng(0)
-            frames = rng.integers(0, 256, (args.frames, h, w, 3), dtype=np.uint8)
-            keyframes = {int(k): torch.rand(3, h * args.scale, w * args.scale) * 2 - 1
-                         for k in args.keyframes.split(",") if k.strip()}
-            run_once(runner, frames, keyframes)  # warm-up (kernels, cuDNN autotune, allocator)
-            if on_gpu:
-                torch.cuda.reset_peak_memory_stats()
-            times, parts = [], []
-            for _ in range(args.repeats):
-                timers.seconds = {}
-                times.append(run_once(runner, frames, keyframes))
-                parts.append(dict(timers.seconds))
-            median = statistics.median(times)
-            part = {k: statistics.median(p.get(k, 0.0) for p in parts) for k in parts[0]}
-            flags = [f for f, on in (("cudnn_benchmark", args.cudnn_benchmark),
-                                     ("vae_channels_last", args.vae_channels_last),
-                                     ("vae_compile", args.vae_compile)) if on]
-            row = {"method": args.method, "backbone": backbone_name, "options": sweep + args.set + flags,
-                   "lr": [h, w], "hr": [h * args.scale, w * args.scale], "frames": args.frames,
-                   "keyframes": sorted(keyframes), "seconds": median, "ms_per_frame": median / args.frames * 1000,
-                   "parts_seconds": part,
-                   "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else 0.0,
-                   "gpu": torch.cuda.get_device_name() if on_gpu else "cpu", "torch": torch.__version__, "runs": times}
-            results.append(row)
-            print(json.dumps(row), flush=True)
+            keyframes = {} if streaming else {int(k): torch.rand(3, h * args.scale, w * args.scale) * 2 - 1
+                                              for k in args.keyframes.split(",") if k.strip()}
+            warm = np.random.default_rng(0).integers(0, 256, (args.frames[0], h, w, 3), dtype=np.uint8)
+            run_once(runner, warm, keyframes)  # warm-up (kernels, cuDNN autotune, allocator)
+            for n_frames in args.frames:
+                if not streaming and n_frames != args.frames[0]:
+                    runner = WindowRunner(method, apply_overrides(method.window_spec(), window=n_frames, overlap=0,
+                                                                  tile=0, tile_overlap=None), device)
+                frames = np.random.default_rng(0).integers(0, 256, (n_frames, h, w, 3), dtype=np.uint8)
+                if on_gpu:
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
+                times, parts = [], []
+                for _ in range(args.repeats):
+                    timers.seconds = {}
+                    stages = StageTimer() if streaming else None
+                    times.append(run_once(runner, frames, keyframes, on_stage=stages))
+                    parts.append(stages.stop() if streaming else dict(timers.seconds))
+                median = statistics.median(times)
+                part = {k: statistics.median(p.get(k, 0.0) for p in parts) for k in parts[0]}
+                flags = [f for f, on in (("cudnn_benchmark", args.cudnn_benchmark),
+                                         ("vae_channels_last", args.vae_channels_last),
+                                         ("vae_compile", args.vae_compile)) if on]
+                row = {"method": args.method, "backbone": backbone_name, "options": sweep + args.set + flags,
+                       "lr": [h, w], "hr": [h * args.scale, w * args.scale], "frames": n_frames,
+                       "keyframes": sorted(keyframes), "seconds": median, "ms_per_frame": median / n_frames * 1000,
+                       "parts_seconds": part,
+                       "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else 0.0,
+                       "gpu": torch.cuda.get_device_name() if on_gpu else "cpu", "torch": torch.__version__,
+                       "runs": times}
+                if args.file_to_file == n_frames and streaming:
+                    import tempfile
+
+                    with tempfile.TemporaryDirectory() as folder:
+                        row["file"] = file_round_trip(runner, frames, args.scale, Path(folder))
+                results.append(row)
+                print(json.dumps(row), flush=True)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     return 0

@@ -15,6 +15,7 @@ from vsrkit.registry import (
     KEYFRAME_SOURCES,
     METHODS,
     METRICS,
+    VISUAL_ENCODERS,
 )
 
 _registered = False
@@ -43,6 +44,9 @@ def register_builtins() -> None:
     METHODS.register("turbovsr", "vsrkit.methods.turbovsr.method:TurboVSRMethod",
                      config="vsrkit.methods.turbovsr.config:TurboVSRConfig", family="ltx",
                      summary="LTX-Video 4-step shortcut upscaler, factorized first-frame conditioning (TurboVSR)")
+    METHODS.register("infvsr", "vsrkit.methods.infvsr.method:InfVSRMethod",
+                     config="vsrkit.methods.infvsr.config:InfVSRConfig", family="wan", streaming=True,
+                     summary="causal one-step streaming Wan2.1-1.3B video SR of unbounded length (InfVSR)")
     # --- end methods ------------------------------------------------------------------
 
     # --- backbones --------------------------------------------------------------------
@@ -145,6 +149,13 @@ def register_builtins() -> None:
                               summary="an external program (e.g. PiSA-SR)")
     # --- end keyframes ----------------------------------------------------------------
 
+    # --- visual encoders (image -> prompt tokens; vsrkit/backbones/visual.py) ----------
+    VISUAL_ENCODERS.register("ram-swin-l-dape", "vsrkit.backbones.visual:build_ram_dape",
+                             summary="RAM Swin-L 384 px + DAPE LoRA, 145 x 512 tokens (InfVSR's, SeeSR's)")
+    VISUAL_ENCODERS.register("swin-tiny-random", "vsrkit.backbones.visual:build_tiny",
+                             summary="CPU-test twin of ram-swin-l-dape (64 px, 5 x 512 tokens, random weights)")
+    # --- end visual encoders ----------------------------------------------------------
+
 
 __all__ = ["register_builtins", "METHODS", "BACKBONES", "DATASETS", "DEGRADATIONS", "METRICS",
-           "KEYFRAME_SELECTORS", "KEYFRAME_SOURCES"]
+           "KEYFRAME_SELECTORS", "KEYFRAME_SOURCES", "VISUAL_ENCODERS"]

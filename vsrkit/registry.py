@@ -153,6 +153,7 @@ DEGRADATIONS = Registry("degradation")
 METRICS = Registry("metric")
 KEYFRAME_SELECTORS = Registry("keyframe selector")
 KEYFRAME_SOURCES = Registry("keyframe source")
+VISUAL_ENCODERS = Registry("visual encoder")
 
 ALL = {
     "methods": METHODS,
@@ -162,4 +163,5 @@ ALL = {
     "metrics": METRICS,
     "keyframe selectors": KEYFRAME_SELECTORS,
     "keyframe sources": KEYFRAME_SOURCES,
+    "visual encoders": VISUAL_ENCODERS,
 }

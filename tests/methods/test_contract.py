@@ -72,3 +72,57 @@ def test_trainable_state_round_trips_bit_exactly(name):
     after = method.state_dict()
     assert state.keys() == after.keys()
     assert all(torch.equal(state[k], after[k]) for k in state)
+
+
+# --- streaming methods (vsrkit.methods.protocol.StreamingMethod) -----------------------------------
+
+from vsrkit.engine.streaming import is_streaming  # noqa: E402
+from vsrkit.methods.protocol import FrameStream, StreamContext  # noqa: E402
+
+
+def _streaming_names() -> list[str]:
+    """Registered methods whose class has ``open_stream`` (checked on the class: nothing is built)."""
+    return [n for n in METHODS.names() if callable(getattr(METHODS.get(n), "open_stream", None))]
+
+
+def _run(stream, lq: torch.Tensor, pieces: list[int]) -> tuple[torch.Tensor, list[int]]:
+    outs, counts, start = [], [], 0
+    for n in pieces:
+        out = stream.push(lq[:, :, start:start + n])
+        outs.append(out)
+        counts.append(out.shape[2])
+        start += n
+    outs.append(stream.flush())
+    return torch.cat(outs, dim=2), counts
+
+
+def test_some_method_streams():
+    assert "infvsr" in _streaming_names()  # keeps the streaming contract below from passing vacuously
+
+
+@pytest.mark.parametrize("name", _streaming_names())
+def test_streaming_contract(name):
+    method = _build(name)
+    assert is_streaming(method)
+    spec = method.window_spec()
+    assert spec.scale == 2
+    m = spec.spatial_multiple
+    h = w = -(-12 // m) * m
+    lq = torch.rand(1, 3, 23, h, w, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    pieces = [1, 7, 4, 11]
+    stream = method.open_stream(StreamContext(num_frames=23, generator=torch.Generator().manual_seed(7)))
+    assert isinstance(stream, FrameStream)
+    with torch.no_grad():
+        out, counts = _run(stream, lq, pieces)
+    assert tuple(out.shape) == (1, 3, 23, h * 2, w * 2)
+    assert out.dtype == torch.float32
+    assert out.min() >= -1.0 and out.max() <= 1.0
+    assert all(c <= sum(pieces[:i + 1]) for i, c in enumerate(counts))  # never ahead of its input
+    # reset() forgets the clip: the same frames give the same output; so does a fresh stream with other pieces.
+    with torch.no_grad():
+        stream.push(lq[:, :, 5:16])  # half a clip, then forgotten
+        stream.reset()
+        again, _ = _run(stream, lq, pieces)
+        fresh, _ = _run(method.open_stream(StreamContext(generator=torch.Generator().manual_seed(7))), lq, [23])
+    assert torch.equal(out, again), "reset() left state behind"
+    torch.testing.assert_close(out, fresh, rtol=0, atol=1e-5)

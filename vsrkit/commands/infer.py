@@ -11,6 +11,7 @@ def run(cfg) -> None:
     from vsrkit.engine.build import build_method, hydra_choice, to_dataclass
     from vsrkit.engine.inference import WindowRunner, apply_overrides, resolve_device
     from vsrkit.engine.run_infer import upscale_file
+    from vsrkit.engine.streaming import check_stream_settings
     from vsrkit.io import list_inputs
 
     method_name, backbone_name = hydra_choice("method"), hydra_choice("backbone")
@@ -25,6 +26,7 @@ def run(cfg) -> None:
             raise UserError(f"output `{existing[0]}` exists ({len(existing)} of {len(pairs)} outputs do); "
                             f"pass overwrite=true to replace it.")
     method = build_method(cfg, method_name, backbone_name, cfg.scale)
+    check_stream_settings(method, engine_cfg)
     spec = apply_overrides(method.window_spec(), engine_cfg.window, engine_cfg.overlap, engine_cfg.tile,
                            engine_cfg.tile_overlap)
     device = resolve_device(engine_cfg.device)

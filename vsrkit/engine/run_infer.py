@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from vsrkit.engine.inference import WindowRunner, model_to_frames, upscale_stream
+from vsrkit.engine.inference import WindowRunner, model_to_frames
+from vsrkit.engine.streaming import upscale_frames
 from vsrkit.engine.settings import IOConfig
 from vsrkit.errors import UserError
 
@@ -177,7 +178,7 @@ def upscale_file(runner: WindowRunner, src: Path, dst: Path, *, io_cfg: IOConfig
     # Decoding and encoding run in their own threads beside the method (vsrkit.engine.overlap).
     with open_writer(dst, info, scale, io_cfg, overwrite, src, capped=num_frames < info.num_frames) as writer, \
             BackgroundWriter(writer) as sink, Prefetcher(source.chunks(decode_chunk, max_frames=num_frames)) as chunks:
-        for frames, pts in upscale_stream(runner, chunks, num_frames, keyframes):
+        for frames, pts in upscale_frames(runner, chunks, num_frames, keyframes, overlap_stages=False):
             sink.write(model_to_frames(frames, info.dtype), pts=None if pts and pts[0] is None else pts)
             written += frames.shape[1]
             if bar is not None:
@@ -206,7 +207,7 @@ def validation_hook(config, scale: int):
     """
     import numpy as np
 
-    from vsrkit.engine.inference import WindowRunner, model_to_frames, upscale_stream
+    from vsrkit.engine.inference import WindowRunner, model_to_frames
     from vsrkit.io import open_source
     from vsrkit.metrics.aggregate import build_metrics, evaluate_pair
 
@@ -218,7 +219,7 @@ def validation_hook(config, scale: int):
         device = next((p.device for p in method.trainable_parameters()), torch.device("cpu"))
         runner = WindowRunner(method, method.window_spec(), device)
         chunks = lq_source.chunks(16, max_frames=num_frames)
-        pred = (model_to_frames(out, np.uint8) for out, _ in upscale_stream(runner, chunks, num_frames))
+        pred = (model_to_frames(out, np.uint8) for out, _ in upscale_frames(runner, chunks, num_frames))
         gt = (c.frames for c in gt_source.chunks(16, max_frames=num_frames))
         scores = evaluate_pair(pred, gt, metrics, name=f"step {step}")
         return {k: float(v) for k, v in scores.mean.items()}

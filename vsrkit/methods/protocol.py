@@ -192,3 +192,74 @@ class TrainableMethod(Method, Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
     def export(self, directory: str) -> None: ...
+
+
+# --- streaming methods --------------------------------------------------------------------------
+
+
+@dataclass
+class StreamContext:
+    """What the engine knows about the clip it streams through :meth:`StreamingMethod.open_stream`.
+
+    Args:
+        num_frames: Frames the engine will push (``None`` when the length is not known, e.g. a
+            live source). A stream must not rely on it for correctness, only for progress.
+        generator: Seeded generator for any sampling the method does.
+        on_stage: Progress callback ``(stage, done, total)`` the engine sets; methods report
+            through :meth:`stage` and never call it directly.
+    """
+
+    num_frames: int | None = None
+    generator: Any = None
+    on_stage: Any = None
+
+    def stage(self, name: str, done: int = 0, total: int = 1) -> None:
+        """Report that the stream entered stage ``name`` (``"encode"``, ``"denoise"``, ``"decode"``...)
+        while working on its current chunk. A no-op when the engine set no callback."""
+        if self.on_stage is not None:
+            self.on_stage(name, done, total)
+
+
+@runtime_checkable
+class FrameStream(Protocol):
+    """The state of one clip inside a streaming method (caches, positions, buffered frames).
+
+    The engine pushes the clip's frames in order, in pieces of any length; each call returns the
+    output frames that are finished, in order (possibly none: ``T = 0``). After the last frame,
+    ``flush()`` returns the rest. Over the whole clip the output has exactly as many frames as
+    the input. Memory must not grow with the clip's length.
+    """
+
+    def push(self, lq: "torch.Tensor") -> "torch.Tensor":
+        """``lq (1, C, t, H, W)`` float32 in [-1, 1], ``t >= 1``, padded to the spec's spatial
+        multiple -> ``(1, C, T, H*scale, W*scale)`` float32 in [-1, 1], ``T >= 0`` finished frames."""
+        ...
+
+    def flush(self) -> "torch.Tensor":
+        """End of the clip: every frame not returned yet, ``(1, C, T, H*scale, W*scale)``."""
+        ...
+
+    def reset(self) -> None:
+        """Forget the clip (caches, positions, buffered frames): the next push starts a new clip."""
+        ...
+
+
+@runtime_checkable
+class StreamingMethod(Protocol):
+    """A method that carries state from chunk to chunk (InfVSR, and causal methods like it).
+
+    The engine streams a clip through it instead of cutting windows: it calls ``window_spec()``
+    (only ``scale``, ``spatial_multiple`` and ``pad_mode`` apply; the method chooses its own
+    chunks), ``load(device, dtype)``, then ``open_stream(context)`` once per clip and pushes the
+    frames (see :class:`FrameStream`). The engine recognises such a method by ``open_stream``,
+    never by its name. A streaming method may also implement :meth:`Method.upscale` (one window
+    as a fresh stream), which keeps window-based tools working.
+    """
+
+    def window_spec(self) -> WindowSpec: ...
+
+    def load(self, device: "torch.device", dtype: "torch.dtype | None" = None) -> None: ...
+
+    def open_stream(self, context: StreamContext) -> FrameStream:
+        """A fresh stream for one clip (no state shared with other streams)."""
+        ...
