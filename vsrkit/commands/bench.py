@@ -42,7 +42,8 @@ def run(cfg) -> None:
     videos, stats = [], []
     for clip in clips:
         dst = job_dir / "outputs" / f"{clip.name}.mkv"
-        keyframes_for = keyframes_from_config(cfg.keyframes, spec.scale, clip.gt) if spec.uses_keyframes else None
+        keyframes_for = (keyframes_from_config(cfg.keyframes, spec.scale, clip.gt,
+                                               padded_length=spec.padded_length) if spec.uses_keyframes else None)
         stats.append(upscale_file(runner, Path(clip.lq), dst, io_cfg=io_cfg, overwrite=True,
                                   max_frames=cfg.max_frames, decode_chunk=engine_cfg.decode_chunk,
                                   keyframes_for=keyframes_for, progress=cfg.progress))

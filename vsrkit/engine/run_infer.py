@@ -96,7 +96,7 @@ class _ImageWriter:
             write_image(self.path, self.frames[0], overwrite=self.overwrite)
 
 
-def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None):
+def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None, padded_length=None):
     """``(source, num_frames) -> {frame index: (3, H*s, W*s) tensor}`` for ``upscale_file``.
 
     Args:
@@ -104,6 +104,8 @@ def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None):
         scale: Upscaling factor.
         gt_path: Ground truth of the clip (``bench``), used by ``source=gt`` when
             ``keyframes.gt`` is empty.
+        padded_length: ``frames -> frames padded to the method's rule`` (``WindowSpec.padded_length``),
+            the clip length ``keyframes.length=padded`` selects on; ``None``: no padding.
     """
     import dataclasses
 
@@ -133,8 +135,9 @@ def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None):
             raise UserError(f"`{info.path}` has no frame {index}.")
 
         out_hw = (info.height * scale, info.width * scale)
+        padded = padded_length(num_frames) if padded_length is not None else num_frames
         return prepare_keyframes(config, input_path=str(info.path), num_frames=num_frames, lq_frame=lq_frame,
-                                 out_hw=out_hw, scale=scale)
+                                 out_hw=out_hw, scale=scale, padded_frames=padded)
 
     return make
 
