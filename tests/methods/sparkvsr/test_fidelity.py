@@ -199,3 +199,19 @@ def test_release_tiles_match_the_real_preset_240_by_360():
         vae = AutoencoderKLCogVideoX(**vae_config)
     vae.enable_tiling()
     assert (vae.tile_sample_min_height, vae.tile_sample_min_width) == (240, 360)
+
+
+def test_a_keyframe_repeated_4_times_encodes_to_its_one_frame_latent(fp32_method):
+    """Why the release's inference (image x4) and training (one frame) keyframe encodings agree, and
+    why swapping them cannot change a result beyond float rounding: the CogVideoX VAE is causal
+    (time padding repeats the first frame), pools equal frames to the same frame, and its GroupNorm
+    statistics over equal frames are the one frame's. So ``keyframe_encoding`` only costs time."""
+    vae = fp32_method.backbone.vae.model
+    image = torch.rand(2, 3, 1, 32, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        one = vae.encode(image).latent_dist.mode()
+        four = vae.encode(image.expand(-1, -1, 4, -1, -1).contiguous()).latent_dist.mode()
+        moving = vae.encode(torch.cat([image, -image, image, -image], dim=2)).latent_dist.mode()
+    assert one.shape == four.shape == (2, 16, 1, 4, 6)
+    torch.testing.assert_close(four, one, rtol=0, atol=2e-5)
+    assert float((moving - one).abs().max()) > 0.1  # a real 4-frame clip does differ

@@ -38,7 +38,8 @@ class SparkVSRConfig:
             encoding (release ``--upscale_mode bilinear``, ``align_corners=False``).
         keyframe_encoding: How a keyframe image is VAE-encoded at inference: ``"repeat"``
             (release inference: the frame repeated 4x in time, first latent frame kept) or
-            ``"single"`` (release training: a one-frame clip).
+            ``"single"`` (release training: a one-frame clip, 4x less encoding work). The causal
+            CogVideoX VAE gives both the same latent up to float rounding.
         x0_dtype: Arithmetic of ``x0 = sqrt(abar) z - sqrt(1 - abar) v`` (and of the guidance
             combination). ``"model"`` (release): the transformer's compute dtype, as the release's
             ``scheduler.get_velocity`` on the bf16 model output: ``abar`` rounded to bf16, then
