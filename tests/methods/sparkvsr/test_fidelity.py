@@ -143,7 +143,6 @@ def test_golden_x0_values(windows, guidance):
         torch.testing.assert_close(values, torch.tensor(GOLDEN_X0[guidance]), rtol=0, atol=1e-3)
 
 
-@pytest.mark.slow
 def test_bf16_window_equals_the_release_pipeline_bit_for_bit():
     """The released weights run in bf16: x0 and the guidance combination in bf16 as the release."""
     method = _method(BackboneConfig(preset="cogvideox1.5-5b-i2v-tiny", family="cogvideox", dtype="bf16"))
@@ -187,6 +186,11 @@ def test_vae_tiles_release_is_diffusers_default_tiling_and_slicing():
                  "tile_overlap_factor_height", "tile_overlap_factor_width"):
         assert getattr(released, name) == getattr(reference, name), name
     assert (released.tile_sample_min_height, released.tile_sample_min_width) == (32, 32)  # tiny: 64 // 2
+    # The release's trainer tiles the same way (finetune/trainer.py: enable_slicing(), enable_tiling()).
+    trainer = SparkVSRMethod(SparkVSRConfig(vae_tiles="release", dists_weight=0.0), backbone=tiled, scale=4)
+    trainer.setup_training(torch.device("cpu"))
+    trained = trainer.backbone.vae.model
+    assert trained.use_tiling and trained.use_slicing and trained.tile_sample_min_height == 32
     with pytest.raises(Exception, match=r"`vae_tiles` must be one of \['backbone', 'release'\]"):
         SparkVSRConfig(vae_tiles="diffusers")
 
