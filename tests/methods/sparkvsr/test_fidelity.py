@@ -15,6 +15,7 @@ from diffusers import AutoencoderKLCogVideoX
 
 import sparkvsr_release as release
 from vsrkit.backbones import BackboneConfig
+from vsrkit.errors import UserError
 from vsrkit.methods.protocol import WindowContext
 from vsrkit.methods.sparkvsr.config import SparkVSRConfig
 from vsrkit.methods.sparkvsr.method import SparkVSRMethod, combine_guidance, velocity_to_x0
@@ -173,26 +174,46 @@ def test_x0_dtype_follows_the_model_and_the_fp32_option(fp32_method, monkeypatch
 
 
 def test_vae_tiles_release_is_diffusers_default_tiling_and_slicing():
-    tiled = BackboneConfig(preset="cogvideox1.5-5b-i2v-tiny", family="cogvideox", dtype="fp32", vae_tiling=True,
-                           vae_tile_size=48, vae_tile_overlap=8)
-    own = _method(tiled).backbone.vae.model
-    assert own.use_tiling and (own.tile_sample_min_height, own.tile_sample_min_width) == (48, 48)
-    released = _method(tiled, vae_tiles="release").backbone.vae.model
-    # The release: pipe.vae.enable_slicing(); pipe.vae.enable_tiling() with diffusers' defaults.
-    reference = AutoencoderKLCogVideoX(**{k: v for k, v in released.config.items() if not k.startswith("_")})
+    real = BackboneConfig(preset="cogvideox1.5-5b-i2v", family="cogvideox", vae_tiling=True, vae_tile_size=768,
+                          vae_tile_overlap=64)
+    method = SparkVSRMethod(SparkVSRConfig(vae_tiles="release"), backbone=real, scale=4)
+    cfg = method._backbone_config()  # what load() and setup_training() build from
+    assert (cfg.vae_tiling, cfg.vae_tile_size, cfg.vae_tile_overlap, cfg.vae_slicing) == (True, None, None, True)
+    assert SparkVSRMethod(SparkVSRConfig(), backbone=real, scale=4)._backbone_config() is real
+    # tile None / overlap None builds diffusers' enable_tiling() defaults, as the release's
+    # pipe.vae.enable_slicing(); pipe.vae.enable_tiling() (inference --is_vae_st and finetune/trainer.py).
+    from vsrkit.backbones import build_backbone
+
+    tiny = BackboneConfig(preset="cogvideox1.5-5b-i2v-tiny", family="cogvideox", dtype="fp32", vae_tiling=True,
+                          vae_slicing=True)
+    built = build_backbone(tiny, "cpu").vae.model
+    reference = AutoencoderKLCogVideoX(**{k: v for k, v in built.config.items() if not k.startswith("_")})
     reference.enable_slicing()
     reference.enable_tiling()
     for name in ("use_tiling", "use_slicing", "tile_sample_min_height", "tile_sample_min_width",
                  "tile_overlap_factor_height", "tile_overlap_factor_width"):
-        assert getattr(released, name) == getattr(reference, name), name
-    assert (released.tile_sample_min_height, released.tile_sample_min_width) == (32, 32)  # tiny: 64 // 2
-    # The release's trainer tiles the same way (finetune/trainer.py: enable_slicing(), enable_tiling()).
-    trainer = SparkVSRMethod(SparkVSRConfig(vae_tiles="release", dists_weight=0.0), backbone=tiled, scale=4)
-    trainer.setup_training(torch.device("cpu"))
-    trained = trainer.backbone.vae.model
-    assert trained.use_tiling and trained.use_slicing and trained.tile_sample_min_height == 32
+        assert getattr(built, name) == getattr(reference, name), name
     with pytest.raises(Exception, match=r"`vae_tiles` must be one of \['backbone', 'release'\]"):
         SparkVSRConfig(vae_tiles="diffusers")
+
+
+def test_vae_tiles_release_fails_before_loading_where_diffusers_tiles_break():
+    """The tiny VAE's default tiles (32 px, strides 26/25 px) make diffusers' tiled encode return
+    latents of the wrong size (96 px -> 14 latent rows, not 12), so vsrkit refuses before building."""
+    tiny = BackboneConfig(preset="cogvideox1.5-5b-i2v-tiny", family="cogvideox", dtype="fp32")
+    for action in ("load", "setup_training"):
+        method = SparkVSRMethod(SparkVSRConfig(vae_tiles="release", dists_weight=0.0), backbone=tiny, scale=4)
+        with pytest.raises(UserError, match=r"strides 26/25 px for preset `cogvideox1.5-5b-i2v-tiny`.*"
+                                            r"method.vae_tiles=backbone"):
+            getattr(method, action)(torch.device("cpu"))
+        assert method.backbone is None
+    from vsrkit.backbones import build_backbone
+
+    vae = build_backbone(BackboneConfig(preset="cogvideox1.5-5b-i2v-tiny", family="cogvideox", dtype="fp32",
+                                        vae_tiling=True), "cpu").vae.model
+    with torch.no_grad():  # the failure it prevents
+        z = vae.encode(torch.zeros(1, 3, 1, 96, 96)).latent_dist.mode()
+    assert tuple(z.shape[-2:]) == (14, 14)  # not 96 / 8 = 12
 
 
 def test_release_tiles_match_the_real_preset_240_by_360():

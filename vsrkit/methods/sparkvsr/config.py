@@ -66,6 +66,8 @@ class SparkVSRConfig:
             (240 x 360 pixels, overlap 1/6 and 1/5 of a tile) and VAE slicing, as every official
             release command (``--is_vae_st``) and the release's training run; replaces
             ``backbone.vae_tiling`` / ``vae_tile_size`` / ``vae_tile_overlap`` / ``vae_slicing``.
+            Real-size presets only: the tiny preset's default tiles break diffusers' tiled encode
+            (refused before loading).
         tile: Spatial tile edge in input pixels (multiple of the spatial multiple, 4 at x4);
             ``None`` runs whole frames.
         tile_overlap: Input pixels shared by neighbouring tiles (blended by the engine).

@@ -302,6 +302,7 @@ class SparkVSRMethod:
         release's ``--is_vae_st`` (``pipe.vae.enable_slicing(); pipe.vae.enable_tiling()``)."""
         cfg = self.backbone_config
         if self.config.vae_tiles == "release":
+            check_release_tiles(cfg.preset)
             if cfg.vae_tile_size is not None or cfg.vae_tile_overlap is not None:
                 logger.info("method.vae_tiles=release: diffusers' default VAE tiles instead of "
                             "backbone.vae_tile_size=%s, vae_tile_overlap=%s", cfg.vae_tile_size, cfg.vae_tile_overlap)
@@ -672,6 +673,25 @@ class SparkVSRMethod:
                     index[part] = base_index[part]
         (out / "model_index.json").write_text(json.dumps(index, indent=2))
         logger.info("exported SparkVSR pipeline folder to %s", out)
+
+
+def check_release_tiles(preset: str) -> None:
+    """Raise a :class:`UserError` unless diffusers' default VAE tiles work for ``preset``.
+
+    ``enable_tiling()`` tiles at half the VAE's sample size with overlaps of 1/6 and 1/5 of a tile
+    (CogVideoX1.5: 240 x 360 px, strides 200 and 288 px). diffusers' tiled encode then stitches
+    ``stride / 8`` latent rows per tile, so a stride that is not a multiple of 8 (the tiny preset's
+    32-px tiles: 26 and 25 px) returns latents of the wrong size.
+    """
+    from vsrkit.backbones.presets import get_preset
+
+    vae = get_preset(preset).vae
+    tile_h, tile_w = vae.get("sample_height", 480) // 2, vae.get("sample_width", 720) // 2
+    strides = (int(tile_h * (1 - 1 / 6)), int(tile_w * (1 - 1 / 5)))
+    if strides[0] % 8 or strides[1] % 8:
+        raise UserError(f"`method.vae_tiles=release` uses diffusers' default VAE tiles, {tile_h}x{tile_w} px with "
+                        f"strides {strides[0]}/{strides[1]} px for preset `{preset}`; diffusers' tiled encode needs "
+                        f"strides that are multiples of 8 (the real preset's are 200/288). Use method.vae_tiles=backbone.")
 
 
 def build_perceptual_loss(name: str, device: torch.device):
