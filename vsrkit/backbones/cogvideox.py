@@ -331,7 +331,11 @@ class CogVideoXBackbone:
         if image_rotary_emb is None and cfg.use_rotary_positional_embeddings:
             image_rotary_emb = self.rotary_pos_embed(t, h, w)
         timestep = torch.as_tensor(timestep, device=self.device).reshape(-1).expand(b)
-        prompt_embeds = prompt_embeds.to(self.device, self.dtype).expand(b, -1, -1)
+        # One contiguous copy per sample, as the pipelines' `repeat` (SparkVSR's guidance batch): a
+        # stride-0 expanded text batch takes other matmul kernels and changes bf16 results.
+        prompt_embeds = prompt_embeds.to(self.device, self.dtype)
+        if prompt_embeds.shape[0] != b:
+            prompt_embeds = prompt_embeds.repeat(b // prompt_embeds.shape[0], 1, 1)
         ofs_t = None
         if cfg.ofs_embed_dim is not None and ofs is not None:
             ofs_t = torch.full((b,), float(ofs), device=self.device, dtype=self.dtype)

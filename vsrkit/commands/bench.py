@@ -43,7 +43,8 @@ def run(cfg) -> None:
     keyframe_models: dict = {}  # a keyframe model (keyframes.source=method) loads once for all clips
     for clip in clips:
         dst = job_dir / "outputs" / f"{clip.name}.mkv"
-        keyframes_for = (keyframes_from_config(cfg.keyframes, spec.scale, clip.gt, device=device, cache=keyframe_models)
+        keyframes_for = (keyframes_from_config(cfg.keyframes, spec.scale, clip.gt, device=device, cache=keyframe_models,
+                                               padded_length=spec.padded_length)
                          if spec.uses_keyframes else None)
         stats.append(upscale_file(runner, Path(clip.lq), dst, io_cfg=io_cfg, overwrite=True,
                                   max_frames=cfg.max_frames, decode_chunk=engine_cfg.decode_chunk,

@@ -34,7 +34,8 @@ def run(cfg) -> None:
     if spec.uses_keyframes:
         from vsrkit.engine.run_infer import keyframes_from_config
 
-        keyframes_for = keyframes_from_config(cfg.keyframes, scale=spec.scale, device=device)
+        keyframes_for = keyframes_from_config(cfg.keyframes, scale=spec.scale, device=device,
+                                              padded_length=spec.padded_length)
     method.load(device, None)  # None: the backbone preset's dtype (backbone.dtype) decides
     runner = WindowRunner(method, spec, device, blend=engine_cfg.blend, seed=engine_cfg.seed)
     for src, dst in pairs:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vsrkit.engine.keyframes import KeyframeCarry, keyframes_in_window
 from vsrkit.engine.windows import plan_ranges, ramp_weights
 from vsrkit.methods.protocol import WindowContext, WindowSpec
 
@@ -113,7 +114,7 @@ class WindowRunner:
             lq: The window's input frames.
             frame_start: Index of the window's first frame in the clip.
             keyframes: ``{clip frame index: (3, H*s, W*s) float32 in [-1, 1]}``; only those inside
-                the window are used, re-indexed to the window.
+                the window (its temporal padding included) are used, re-indexed to the window.
 
         Returns:
             ``(3, L, H*s, W*s)`` float32 on the runner's device (tiles are blended where they are
@@ -125,7 +126,7 @@ class WindowRunner:
         if padded_length > length:
             lq = torch.cat([lq, lq[:, :, -1:].expand(-1, -1, padded_length - length, -1, -1)], dim=2)
         local_keyframes = {k - frame_start: v for k, v in (keyframes or {}).items()
-                           if frame_start <= k < frame_start + length}
+                           if frame_start <= k < frame_start + padded_length}
         rows = plan_ranges(height, spec.tile, spec.tile_overlap)
         cols = plan_ranges(width, spec.tile, spec.tile_overlap)
         canvas = torch.zeros(3, length, height * s, width * s, dtype=torch.float32, device=self.device)
@@ -174,7 +175,10 @@ def upscale_stream(
         chunks: Iterable of objects with ``frames`` (``(T, H, W, 3)`` uint8/uint16) and ``pts``
             (list of timestamps or None), as :mod:`vsrkit.io` yields them.
         num_frames: Frames in the clip (decoded count, after any ``max_frames`` cap).
-        keyframes: See :meth:`WindowRunner.__call__`.
+        keyframes: See :meth:`WindowRunner.__call__`; positions in the clip's temporal padding go to
+            the last window (:func:`vsrkit.engine.keyframes.keyframes_in_window`). With
+            ``spec.carry_keyframes`` each window after a conditioned one also gets a pseudo-keyframe
+            from the previous window's output (:class:`vsrkit.engine.keyframes.KeyframeCarry`).
         on_window: Called with ``(frames done, num_frames)`` after each window (progress).
 
     Yields:
@@ -189,6 +193,7 @@ def upscale_stream(
     buffer_start = 0
     pending: torch.Tensor | None = None  # weighted output sums for frames from `pending_start` on
     pending_start = 0
+    carry = KeyframeCarry(spec.stride_multiple) if spec.carry_keyframes and keyframes else None
     for index, (start, stop) in enumerate(ranges):
         while buffer_start + len(buffer) < stop:
             try:
@@ -199,7 +204,13 @@ def upscale_stream(
             buffer.extend(list(chunk.frames))
             buffer_pts.extend(chunk.pts if chunk.pts is not None else [None] * len(chunk.frames))
         window_frames = np.stack(buffer[start - buffer_start: stop - buffer_start])
-        out = runner(frames_to_model(window_frames), start, keyframes)
+        window_keyframes = keyframes_in_window(keyframes or {}, start, stop, num_frames,
+                                               start + spec.padded_length(stop - start))
+        if carry is not None:
+            window_keyframes = carry.add(window_keyframes, start)
+        out = runner(frames_to_model(window_frames), start, window_keyframes)
+        if carry is not None:
+            carry.remember(out, window_keyframes, start, ranges[index + 1][0] if index + 1 < len(ranges) else None)
         weights = ramp_weights(ranges, index, runner.blend).to(out.device, torch.float32)
         out = out * weights[None, :, None, None]
         if pending is None:

@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 SELECTORS = ["first_middle_last", "manual", "iframes", "random"]
 SOURCES = ["none", "images", "lr", "gt", "method", "command"]
 RESIZE_MODES = ["bicubic", "bilinear", "area", "nearest"]
+LENGTHS = ["padded", "real"]
 
 
 @dataclass
@@ -54,6 +55,11 @@ class KeyframesConfig:
         selector: Registered selector name: ``first_middle_last`` (default; [0, F//2, F-1]
             snapped down to multiples of ``align``), ``manual`` (``indices``), ``iframes``
             (codec I-frames of the input video), ``random`` (``count`` frames, ``seed``).
+        length: The clip length ``F`` the selector works on. ``padded`` (default, the release:
+            ``_select_indices`` runs on the clip padded to the method's frame rule, 8k+1 for
+            SparkVSR, so 50 frames -> 57 -> [0, 28, 56]); a position in the padding shows the last
+            real frame, and sources make its image from that frame. ``real``: the real frame count
+            (50 -> [0, 25, 49] snapped to [0, 24, 48], vsrkit's earlier rule).
         source: Registered source name: ``none`` (no keyframes; default, as the release's
             ``--ref_mode no_ref``), ``images``, ``lr``, ``gt``, ``method``, ``command``.
         indices: ``manual``: 0-based frame indices of the input (deduplicated and sorted; any
@@ -81,6 +87,7 @@ class KeyframesConfig:
     """
 
     selector: str = "first_middle_last"
+    length: str = "padded"
     source: str = "none"
     indices: List[int] = field(default_factory=list)
     count: int = 3
@@ -107,6 +114,8 @@ class KeyframesConfig:
             raise UserError(f"`keyframes.align` must be >= 1. Got {self.align}.")
         if self.min_gap < 1:
             raise UserError(f"`keyframes.min_gap` must be >= 1. Got {self.min_gap}.")
+        if self.length not in LENGTHS:
+            raise UserError(f"`keyframes.length` must be one of {LENGTHS}. Got {self.length!r}.")
         for name in ("resize", "lr_mode"):
             if getattr(self, name) not in RESIZE_MODES:
                 raise UserError(f"`keyframes.{name}` must be one of {RESIZE_MODES}. Got {getattr(self, name)!r}.")
@@ -123,11 +132,16 @@ class KeyframesConfig:
 class KeyframeRequest:
     """What a keyframe source knows about the clip.
 
+    A source may be asked for positions in the clip's temporal padding (``index >= num_frames``,
+    chosen on the padded length, ``keyframes.length=padded``): the engine repeats the last real
+    frame there, so such a keyframe is made from frame ``num_frames - 1`` (``lq_frame`` already
+    returns it; the release reads ``min(index, F - 1)`` too).
+
     Args:
         input_path: The input (video file, frames folder or image); ``None`` for tensors.
         num_frames: Real frames in the clip (padding excluded).
-        lq_frame: ``lq_frame(i) -> (C, h, w)`` float32 in [-1, 1]: input frame ``i``, padded the
-            way the engine pads it for the method (``h * scale, w * scale == out_hw``).
+        lq_frame: ``lq_frame(i) -> (C, h, w)`` float32 in [-1, 1]: input frame ``min(i, num_frames - 1)``,
+            padded the way the engine pads it for the method (``h * scale, w * scale == out_hw``).
         content_hw: Output size of the real content, ``(H, W)`` (input size times scale).
         out_hw: Padded output size ``(H, W)`` the method works at (>= ``content_hw``).
         scale: Upscaling factor.
@@ -187,7 +201,9 @@ def select_first_middle_last(config: KeyframesConfig, *, num_frames: int,
                              input_path: Optional[str] = None) -> list[int]:
     """First, middle and last frame: the release's ``_select_indices`` ([0, F//2, F-1], SV:
     finetune/utils/ref_utils.py), snapped down to multiples of ``align`` as the official ComfyUI
-    port does (SVC reference.py ``auto_select_ref_indices``). For F = 8k+1 both agree."""
+    port does (SVC reference.py ``auto_select_ref_indices``). For F = 8k+1 both agree; with
+    ``keyframes.length=padded`` (default) ``F`` is the 8k+1 padded length, as the release calls it
+    (``_select_indices(video.shape[2])`` after padding: 32 frames -> [0, 16, 32], 50 -> [0, 28, 56])."""
     if num_frames <= 0:
         return []
     return snap_and_space([0, num_frames // 2, num_frames - 1], config.align, config.min_gap)
@@ -398,9 +414,11 @@ def source_gt(config: KeyframesConfig, indices: list[int], request: KeyframeRequ
     another size are centre-cropped and resized, then padded like the LR."""
     if not config.gt:
         raise UserError("`keyframes.gt` must name the ground-truth video or frames folder for `keyframes.source=gt`.")
-    frames = read_frames(config.gt, indices)
+    last = request.num_frames - 1  # a position in the temporal padding shows the last frame
+    frames = read_frames(config.gt, sorted({min(index, last) for index in indices}))
     return {
-        index: fit_keyframe(to_unit_range(frames[index]), request.content_hw, request.out_hw, config.resize)
+        index: fit_keyframe(to_unit_range(frames[min(index, last)]), request.content_hw, request.out_hw,
+                            config.resize)
         for index in indices
     }
 
@@ -557,6 +575,7 @@ def prepare_keyframes(
     content_hw: Optional[tuple] = None,
     device: Any = "cpu",
     cache: Optional[dict] = None,
+    padded_frames: Optional[int] = None,
 ) -> dict:
     """Select keyframes and make their HR images, once per clip.
 
@@ -576,10 +595,14 @@ def prepare_keyframes(
         device: Device of the returned tensors (and of ``method`` sources' runs).
         cache: Per-run store for what sources load (see :class:`KeyframeRequest`); pass the same
             dict for every clip of a run so a keyframe model loads once.
+        padded_frames: The clip's length padded to the method's frame rule
+            (``WindowSpec.padded_length(num_frames)``); the selector works on it when
+            ``config.length == "padded"``. Default ``num_frames``.
 
     Returns:
         ``{global frame index: (C, *out_hw) float32 tensor in [-1, 1]}``; empty for
-        ``source=none``. Indices are sorted, in ``[0, num_frames)``, at least ``min_gap`` apart.
+        ``source=none``. Indices are sorted, at least ``min_gap`` apart, in ``[0, num_frames)``,
+        or in ``[0, padded_frames)`` with ``length=padded``.
 
     Raises:
         UserError: Unknown selector/source, bad indices, or a source that cannot deliver.
@@ -597,10 +620,19 @@ def prepare_keyframes(
     if config.source == "none":
         return {}
     select = KEYFRAME_SELECTORS.get(config.selector)
-    indices = check_indices(select(config, num_frames=num_frames, input_path=input_path), num_frames,
-                            config.min_gap, key=f"keyframes (selector {config.selector})")
+    span = max(num_frames, padded_frames or num_frames) if config.length == "padded" else num_frames
+    try:
+        indices = check_indices(select(config, num_frames=span, input_path=input_path), span,
+                                config.min_gap, key=f"keyframes (selector {config.selector})")
+    except UserError as err:
+        if span == num_frames:
+            raise
+        raise UserError(f"{err} ({num_frames} real frames, {span} with the method's padding, which "
+                        f"keyframes.length=padded selects on; keyframes.length=real uses the real frames)") from None
     logger.info("keyframes: selector %s chose %s; source %s", config.selector, indices, config.source)
-    request = KeyframeRequest(input_path=input_path, num_frames=num_frames, lq_frame=lq_frame,
+    last = num_frames - 1
+    request = KeyframeRequest(input_path=input_path, num_frames=num_frames,
+                              lq_frame=lambda index: lq_frame(min(int(index), last)),
                               content_hw=content_hw, out_hw=out_hw, scale=scale, device=device, cache=cache)
     made = KEYFRAME_SOURCES.get(config.source)(config, indices, request)
     keyframes = {}
@@ -613,3 +645,82 @@ def prepare_keyframes(
                              f"{index}; expected (C, {out_hw[0]}, {out_hw[1]}).")
         keyframes[index] = image.to(device=device, dtype=torch.float32).clamp(-1.0, 1.0)
     return keyframes
+
+
+# --------------------------------------------------------------------------------------------
+# Per window (what vsrkit.engine.inference.upscale_stream hands each window)
+# --------------------------------------------------------------------------------------------
+
+
+def keyframes_in_window(keyframes: dict, start: int, stop: int, num_frames: int, padded_stop: int) -> dict:
+    """The clip's keyframes that belong to the window of real frames ``[start, stop)``.
+
+    A keyframe at a position in the clip's temporal padding (``index >= num_frames``, chosen on
+    the padded length) belongs to the last window (``stop == num_frames``): at its own index when
+    that lies in the window's padding (``< padded_stop``; always so when window starts are
+    multiples of 8 for an 8k+1 rule), else at the window's last padded frame, which shows the same
+    last real frame.
+
+    Args:
+        keyframes: ``{global frame index: image}``.
+        start: The window's first frame.
+        stop: One past its last real frame.
+        num_frames: Real frames in the clip.
+        padded_stop: ``start`` plus the window's padded length.
+
+    Returns:
+        ``{global index: image}`` (the same image objects).
+    """
+    inside = {k: v for k, v in keyframes.items() if start <= k < stop}
+    if stop >= num_frames:
+        for index in sorted(k for k in keyframes if k >= num_frames):
+            inside.setdefault(min(index, padded_stop - 1), keyframes[index])
+    return inside
+
+
+class KeyframeCarry:
+    """Pseudo-keyframes carried from window to window (``WindowSpec.carry_keyframes``).
+
+    SparkVSR conditions a window only through keyframes inside it, so with one keyframe at frame 0
+    every later window would run blind (the release avoids windows: it runs the clip whole). After
+    a window that had keyframes (real or carried), :meth:`remember` keeps its output at the next
+    window's first frame, which lies in the overlap; :meth:`add` gives that frame to the next
+    window as a keyframe at its local index 0 (latent slot 0, where the release's training always
+    put a keyframe), unless a real keyframe already lies in that window's first ``slot_frames``
+    frames. One frame is held at a time.
+
+    Args:
+        slot_frames: Frames that share a keyframe slot (``WindowSpec.stride_multiple``, 4).
+    """
+
+    def __init__(self, slot_frames: int):
+        self.slot_frames = max(1, int(slot_frames))
+        self.carried: tuple[int, torch.Tensor] | None = None
+        self._warned = False
+
+    def add(self, window_keyframes: dict, start: int) -> dict:
+        """``window_keyframes`` (global indices) with the carried frame at ``start`` when its slot is free."""
+        if self.carried is None:
+            return window_keyframes
+        index, image = self.carried
+        if index != start or any(start <= k < start + self.slot_frames for k in window_keyframes):
+            return window_keyframes
+        return {**window_keyframes, start: image}
+
+    def remember(self, output: torch.Tensor, window_keyframes: dict, start: int, next_start: Optional[int]) -> None:
+        """Keep ``output`` (``(C, L, H, W)``, the window starting at ``start``) at ``next_start``.
+
+        Nothing is kept after the last window (``next_start is None``), after a window without
+        keyframes, or when the windows share no frame (``next_start`` past the window's output).
+        """
+        self.carried = None
+        if next_start is None or not window_keyframes:
+            return
+        offset = next_start - start
+        if not 0 <= offset < output.shape[1]:
+            if not self._warned:
+                logger.warning("keyframe carry: consecutive windows share no frame (overlap 0), so no keyframe "
+                               "content reaches the next window; set an overlap >= 1.")
+                self._warned = True
+            return
+        self.carried = (next_start, output[:, offset].detach().clone())

@@ -98,7 +98,7 @@ class _ImageWriter:
 
 
 def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None, device=None,
-                          cache: dict | None = None):
+                          cache: dict | None = None, padded_length=None):
     """``(source, num_frames) -> {frame index: (3, H*s, W*s) tensor}`` for ``upscale_file``.
 
     Args:
@@ -109,6 +109,8 @@ def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None, d
         device: The run's device: keyframe models (``source=method``) run there (default CPU).
         cache: Per-run store for loaded keyframe models; pass one dict for every clip of a run
             (default: a new one, shared by the clips this function's result is used for).
+        padded_length: ``frames -> frames padded to the method's rule`` (``WindowSpec.padded_length``),
+            the clip length ``keyframes.length=padded`` selects on; ``None``: no padding.
     """
     import dataclasses
 
@@ -139,8 +141,10 @@ def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None, d
             raise UserError(f"`{info.path}` has no frame {index}.")
 
         out_hw = (info.height * scale, info.width * scale)
+        padded = padded_length(num_frames) if padded_length is not None else num_frames
         return prepare_keyframes(config, input_path=str(info.path), num_frames=num_frames, lq_frame=lq_frame,
-                                 out_hw=out_hw, scale=scale, device=device or "cpu", cache=cache)
+                                 out_hw=out_hw, scale=scale, device=device or "cpu", cache=cache,
+                                 padded_frames=padded)
 
     return make
 

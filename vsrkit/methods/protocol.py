@@ -34,6 +34,11 @@ class WindowSpec:
         tile: Spatial tile edge in input pixels; ``None`` for no tiling.
         tile_overlap: Input pixels shared by neighbouring tiles (blended).
         uses_keyframes: Whether the engine should select and prepare HR keyframes.
+        carry_keyframes: Keyframe methods whose windows must all be conditioned (SparkVSR): when a
+            window had keyframes (real or carried), the engine hands the next window the previous
+            window's output at the next window's first frame as a pseudo-keyframe (local index 0),
+            unless a real keyframe already lies in that window's first ``stride_multiple`` frames
+            (the same keyframe slot). Windows are then computed in order, each after the one before.
     """
 
     scale: int
@@ -47,6 +52,7 @@ class WindowSpec:
     tile: int | None = None
     tile_overlap: int = 0
     uses_keyframes: bool = False
+    carry_keyframes: bool = False
 
     def __post_init__(self):
         if self.scale < 1:

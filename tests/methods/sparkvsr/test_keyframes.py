@@ -21,6 +21,7 @@ from vsrkit.engine.keyframes import (
     select_random,
     snap_and_space,
 )
+import sparkvsr_release as release
 from vsrkit.errors import UserError
 from vsrkit.io.images import write_image
 
@@ -30,10 +31,11 @@ def _frames(t=9, h=6, w=10, seed=0) -> torch.Tensor:
     return torch.rand(t, 3, h, w, generator=g) * 2 - 1
 
 
-def _prepare(cfg, frames, scale=2, out_hw=None, content_hw=None, input_path=None):
+def _prepare(cfg, frames, scale=2, out_hw=None, content_hw=None, input_path=None, padded_frames=None):
     t, _, h, w = frames.shape
     return prepare_keyframes(cfg, input_path=input_path, num_frames=t, lq_frame=lambda i: frames[i],
-                             out_hw=out_hw or (h * scale, w * scale), content_hw=content_hw, scale=scale)
+                             out_hw=out_hw or (h * scale, w * scale), content_hw=content_hw, scale=scale,
+                             padded_frames=padded_frames)
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -250,3 +252,63 @@ def test_source_command_failures_are_user_errors():
         _prepare(KeyframesConfig(source="command", command="true {output}"), frames, scale=2)
     with pytest.raises(UserError, match="not found"):
         _prepare(KeyframesConfig(source="command", command="no-such-program-xyz {input} {output}"), frames, scale=2)
+
+
+# --- the release's automatic rule on the padded length (issue 14) --------------------------------
+
+
+@pytest.mark.parametrize("frames", [1, 2, 9, 17, 32, 33, 50, 57, 100])
+def test_automatic_keyframes_are_the_release_rule_on_the_8k_plus_1_padded_length(frames):
+    padded = release.padded_to_8k_plus_1(frames)
+    got = _prepare(KeyframesConfig(source="lr"), _frames(t=frames, h=2, w=2), padded_frames=padded)
+    assert sorted(got) == release.select_indices(padded)
+
+
+def test_32_and_50_frames_give_the_releases_indices_and_real_length_is_the_option():
+    assert sorted(_prepare(KeyframesConfig(source="lr"), _frames(t=32, h=2, w=2), padded_frames=33)) == [0, 16, 32]
+    assert sorted(_prepare(KeyframesConfig(source="lr"), _frames(t=50, h=2, w=2), padded_frames=57)) == [0, 28, 56]
+    real = KeyframesConfig(source="lr", length="real")
+    assert sorted(_prepare(real, _frames(t=50, h=2, w=2), padded_frames=57)) == [0, 24, 48]
+    with pytest.raises(UserError, match=r"`keyframes.length` must be one of \['padded', 'real'\]"):
+        KeyframesConfig(length="clip")
+
+
+def test_a_keyframe_in_the_padding_is_made_from_the_last_real_frame(tmp_path):
+    frames = _frames(t=50, h=2, w=3)
+    got = _prepare(KeyframesConfig(source="lr"), frames, padded_frames=57)
+    want = F.interpolate(frames[49:50], scale_factor=2, mode="bilinear", align_corners=False)[0].clamp(-1, 1)
+    torch.testing.assert_close(got[56], want)  # the release reads min(idx, F - 1) / the padded video
+    gt = torch.rand(50, 3, 4, 6) * 2 - 1
+    for i in range(50):
+        write_image(tmp_path / f"{i:03d}.png", _to_uint8(gt[i]))
+    got = _prepare(KeyframesConfig(source="gt", gt=str(tmp_path)), frames, padded_frames=57)
+    torch.testing.assert_close(got[56], torch.from_numpy(_to_uint8(gt[49])).permute(2, 0, 1).float() / 127.5 - 1)
+
+
+def test_manual_indices_past_the_padded_clip_name_both_lengths():
+    cfg = KeyframesConfig(selector="manual", indices=[0, 60], source="lr")
+    with pytest.raises(UserError, match=r"50 real frames, 57 with the method's padding"):
+        _prepare(cfg, _frames(t=50, h=2, w=2), padded_frames=57)
+
+
+def test_infer_selects_0_28_56_on_a_real_50_frame_clip(real_data, caplog):
+    """The acceptance check's clip: vsrkit infer's keyframes on the SparkVSR spec's padded length."""
+    from omegaconf import OmegaConf
+
+    from vsrkit.backbones import BackboneConfig
+    from vsrkit.engine.run_infer import keyframes_from_config
+    from vsrkit.io import open_source
+    from vsrkit.methods.sparkvsr.config import SparkVSRConfig
+    from vsrkit.methods.sparkvsr.method import SparkVSRMethod
+
+    spec = SparkVSRMethod(SparkVSRConfig(), backbone=BackboneConfig(preset="cogvideox1.5-5b-i2v-tiny"),
+                          scale=4).window_spec()
+    source = open_source(real_data / "zhengchen1999_DOVE" / "003.mp4")
+    assert source.info.num_frames == 50
+    make = keyframes_from_config(OmegaConf.structured(KeyframesConfig(source="lr")), scale=4,
+                                 padded_length=spec.padded_length)
+    with caplog.at_level("INFO"):
+        keyframes = make(source, 50)
+    assert sorted(keyframes) == [0, 28, 56]
+    assert "chose [0, 28, 56]" in caplog.text
+    assert keyframes[56].shape == (3, source.info.height * 4, source.info.width * 4)

@@ -16,6 +16,8 @@ _POSTERIORS = ["sample", "mode"]
 _UPSCALE_MODES = ["bilinear", "bicubic", "nearest", "area"]
 _KEYFRAME_ENCODINGS = ["repeat", "single"]
 _S2_DECODES = ["per_frame", "whole"]
+_X0_DTYPES = ["model", "fp32"]
+_VAE_TILES = ["backbone", "release"]
 
 
 @dataclass
@@ -36,11 +38,36 @@ class SparkVSRConfig:
             encoding (release ``--upscale_mode bilinear``, ``align_corners=False``).
         keyframe_encoding: How a keyframe image is VAE-encoded at inference: ``"repeat"``
             (release inference: the frame repeated 4x in time, first latent frame kept) or
-            ``"single"`` (release training: a one-frame clip).
-        window: Temporal window in input frames, ``8k+1``; ``None`` processes the clip whole
-            (release ``--chunk_len 0``). 33 keeps memory near the released 33-frame setting.
+            ``"single"`` (release training: a one-frame clip, 4x less encoding work). The causal
+            CogVideoX VAE gives both the same latent up to float rounding.
+        x0_dtype: Arithmetic of ``x0 = sqrt(abar) z - sqrt(1 - abar) v`` (and of the guidance
+            combination). ``"model"`` (release): the transformer's compute dtype, as the release's
+            ``scheduler.get_velocity`` on the bf16 model output: ``abar`` rounded to bf16, then
+            ``sqrt`` in bf16, i.e. 0.625 / 0.78125 at t = 399, every product rounded to bf16; the
+            released weights were trained with the same. ``"fp32"``: float32 with float64
+            coefficients (0.62733 / 0.77875).
+        window: Temporal window in input frames, ``8k+1``. Clips up to this length run whole, in
+            one transformer pass, as the release runs every clip (``--chunk_len 0``): one keyframe
+            steers every frame. Longer clips are cut into windows of this length. 81 is
+            CogVideoX1.5's training length (``sample_frames``); ``None`` runs every clip whole
+            (memory grows with the clip).
         overlap: Frames shared by consecutive windows (blended by the engine). ``window -
-            overlap`` must be a multiple of 4 so keyframe latent slots stay aligned (§4.6).
+            overlap`` must be a multiple of 4 so keyframe latent slots stay aligned (§4.6); a
+            multiple of 8 also keeps padded-length keyframe positions in the last window.
+        carry_keyframes: With windows, give each window after a keyframe-conditioned one the
+            previous window's output at its first frame (in the overlap) as a keyframe at slot 0,
+            so keyframe content reaches every later window (the release has no windows by default;
+            vsrkit's 33-frame windows used to leave later windows unconditioned). Real keyframes in
+            that slot win. Windows then run strictly in order. No effect without keyframes or
+            windows.
+        vae_tiles: VAE tiling. ``"backbone"``: the backbone preset's settings (768-pixel tiles,
+            64-pixel overlap on ``cogvideox1.5-5b-i2v``: about 1.3x faster end to end, but about
+            twice the peak memory and other seams). ``"release"``: diffusers' default tiles
+            (240 x 360 pixels, overlap 1/6 and 1/5 of a tile) and VAE slicing, as every official
+            release command (``--is_vae_st``) and the release's training run; replaces
+            ``backbone.vae_tiling`` / ``vae_tile_size`` / ``vae_tile_overlap`` / ``vae_slicing``.
+            Real-size presets only: the tiny preset's default tiles break diffusers' tiled encode
+            (refused before loading).
         tile: Spatial tile edge in input pixels (multiple of the spatial multiple, 4 at x4);
             ``None`` runs whole frames.
         tile_overlap: Input pixels shared by neighbouring tiles (blended by the engine).
@@ -58,6 +85,12 @@ class SparkVSRConfig:
         mse_weight: Stage 2 weight of the pixel MSE (on [0, 1] frames).
         dists_weight: Stage 2 weight of the per-frame DISTS loss (release 1.0). DISTS needs the
             pyiqa package and its weights; set 0 to train without them.
+        lpips_weight: Stage 2 weight of the per-frame LPIPS loss (pyiqa ``lpips``, AlexNet; the
+            release's ``--lpips_weight``, default 0). The release uses one perceptual loss: at most
+            one of ``dists_weight`` and ``lpips_weight`` may be > 0.
+        edge_aware: Stage 2: the perceptual loss becomes ``(P(pred, gt) + P(E(pred), E(gt))) / 2``
+            with ``E`` the Sobel gradient magnitude of the grey image (the release's
+            ``--ea_dists_weight`` / ``--ea_lpips_weight`` with ``EdgeDetectionModel``).
         frame_diff_weight: Stage 2 weight of the L1 between consecutive-frame differences (1.0).
         s2_decode: Stage 2 decode of the predicted latent: ``"per_frame"`` (each latent frame on
             its own, as DOVE; default) or ``"whole"`` (the released SparkVSR trainer's temporal
@@ -74,10 +107,13 @@ class SparkVSRConfig:
     posterior: str = "sample"
     upscale_mode: str = "bilinear"
     keyframe_encoding: str = "repeat"
-    window: Optional[int] = 33
+    x0_dtype: str = "model"
+    window: Optional[int] = 81
     overlap: int = 9
+    carry_keyframes: bool = True
     tile: Optional[int] = None
     tile_overlap: int = 16
+    vae_tiles: str = "backbone"
 
     # --- training (§8) ---
     stage: int = 1
@@ -90,6 +126,8 @@ class SparkVSRConfig:
     keyframe_noise_std: float = 0.05
     mse_weight: float = 1.0
     dists_weight: float = 1.0
+    lpips_weight: float = 0.0
+    edge_aware: bool = False
     frame_diff_weight: float = 1.0
     s2_decode: str = "per_frame"
     seed: int = 0
@@ -100,6 +138,8 @@ class SparkVSRConfig:
             ("upscale_mode", _UPSCALE_MODES),
             ("keyframe_encoding", _KEYFRAME_ENCODINGS),
             ("s2_decode", _S2_DECODES),
+            ("x0_dtype", _X0_DTYPES),
+            ("vae_tiles", _VAE_TILES),
         ):
             value = getattr(self, name)
             if value not in choices:
@@ -137,7 +177,11 @@ class SparkVSRConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise UserError(f"`{name}` must be in [0, 1]. Got {value}.")
-        for name in ("keyframe_jitter", "keyframe_noise_std", "mse_weight", "dists_weight", "frame_diff_weight"):
+        for name in ("keyframe_jitter", "keyframe_noise_std", "mse_weight", "dists_weight", "lpips_weight",
+                     "frame_diff_weight"):
             value = getattr(self, name)
             if value < 0:
                 raise UserError(f"`{name}` must be >= 0. Got {value}.")
+        if self.dists_weight > 0 and self.lpips_weight > 0:
+            raise UserError(f"`dists_weight` ({self.dists_weight}) and `lpips_weight` ({self.lpips_weight}) are "
+                            f"both > 0; stage 2 uses one perceptual loss, as the release. Set one of them to 0.")

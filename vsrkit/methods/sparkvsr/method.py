@@ -12,8 +12,10 @@ One window (report ``shared/research/sparkvsr.md`` §3-§5; release
    empty-prompt embedding and ``ofs = 2.0`` predicts ``v``;
 4. keyframe guidance ``s != 1`` batches [zero keyframes, keyframes] and uses
    ``v = v_u + s (v_c - v_u)``;
-5. ``x0 = sqrt(abar_t) z_t - sqrt(1 - abar_t) v`` (constants from the checkpoint's scheduler
-   config, 0.62733 / 0.77875 at t = 399), the prepended frame is dropped, and the VAE decodes.
+5. ``x0 = sqrt(abar_t) z_t - sqrt(1 - abar_t) v`` (``abar`` from the checkpoint's scheduler
+   config; computed in the model dtype as the release's ``scheduler.get_velocity``, so 0.625 /
+   0.78125 at t = 399 in bf16, or 0.62733 / 0.77875 with ``x0_dtype=fp32``), the prepended frame is
+   dropped, and the VAE decodes.
 
 Training (§8): stage 1 regresses ``x0`` on the HR latent (latent MSE at t = 399, 1..9 augmented
 ground-truth keyframes, 10% keyframe dropout); stage 2 decodes ``x0`` and trains on pixel MSE +
@@ -88,14 +90,54 @@ def place_keyframe_latents(latents: dict, num_latent_frames: int, like: torch.Te
 
 
 def combine_guidance(v_uncond: torch.Tensor, v_cond: torch.Tensor, scale: float) -> torch.Tensor:
-    """Keyframe ("reference-free") guidance in v space: ``v_u + s (v_c - v_u)`` (report §5)."""
+    """Keyframe ("reference-free") guidance in v space: ``v_u + s (v_c - v_u)`` (report §5), in
+    the inputs' dtype (the release combines the bf16 model outputs)."""
     return v_uncond + scale * (v_cond - v_uncond)
 
 
-def velocity_to_x0(z_t: torch.Tensor, v: torch.Tensor, alpha_bar: float) -> torch.Tensor:
-    """Clean latent from a v-prediction: ``sqrt(abar) z_t - sqrt(1 - abar) v`` (the release calls
-    ``scheduler.get_velocity(v, z_t, t)``, which computes exactly this; DOVE Eq. 2)."""
-    return math.sqrt(alpha_bar) * z_t - math.sqrt(1.0 - alpha_bar) * v
+def velocity_to_x0(z_t: torch.Tensor, v: torch.Tensor, alpha_bar: float,
+                   dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Clean latent from a v-prediction: ``sqrt(abar) z_t - sqrt(1 - abar) v`` (DOVE Eq. 2).
+
+    The release calls ``scheduler.get_velocity(v, z_t, t)``, which computes exactly this in the
+    dtype of ``v``: diffusers casts the float32 ``alphas_cumprod`` to it, takes both square roots
+    there, and rounds each product and the difference to it. With the bf16 model output that is
+    0.625 / 0.78125 at t = 399 (``abar`` 0.39354 -> 0.39258; ``1 - abar`` -> 0.60938).
+
+    Args:
+        z_t: ``(B, C, T, h, w)`` noisy (here: LR) latent.
+        v: The model's v-prediction, same shape.
+        alpha_bar: ``abar_t`` (the float32 scheduler value, as a Python float).
+        dtype: ``None``: float64 coefficients on the inputs' dtype (float32). A dtype: the
+            release's arithmetic in it (``z_t`` and ``v`` are cast to it first).
+
+    Returns:
+        ``x0`` in ``z_t``'s dtype (``dtype=None``) or in ``dtype``.
+    """
+    if dtype is None:
+        return math.sqrt(alpha_bar) * z_t - math.sqrt(1.0 - alpha_bar) * v
+    abar = torch.tensor(alpha_bar, dtype=torch.float32).to(dtype)
+    return (abar ** 0.5) * z_t.to(dtype) - ((1 - abar) ** 0.5) * v.to(dtype)
+
+
+def sobel_edges(frames: torch.Tensor) -> torch.Tensor:
+    """Edge map of the release's edge-aware perceptual losses (``EdgeDetectionModel``, SV
+    finetune/utils/metric_utils.py): grey image (torchvision ``rgb_to_grayscale``), 3x3 Sobel in x
+    and y with zero padding, ``sqrt(gx^2 + gy^2 + 1e-6)``.
+
+    Args:
+        frames: ``(N, 3, H, W)`` float in [0, 1].
+
+    Returns:
+        ``(N, 1, H, W)`` float, >= 1e-3.
+    """
+    from torchvision.transforms import functional as TF
+
+    grey = TF.rgb_to_grayscale(frames)
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=grey.dtype, device=grey.device)
+    gx = F.conv2d(grey, kx.view(1, 1, 3, 3), padding=1)
+    gy = F.conv2d(grey, kx.t().contiguous().view(1, 1, 3, 3), padding=1)
+    return torch.sqrt(gx ** 2 + gy ** 2 + 1e-6)
 
 
 def prepend_first_frames(x: torch.Tensor, copies: int) -> torch.Tensor:
@@ -220,7 +262,7 @@ class SparkVSRMethod:
         self.scale = int(scale)
         self.backbone = None  # built by load() or setup_training()
         self._prompt = None
-        self._dists = None
+        self._perceptual = None  # stage 2: pyiqa DISTS or LPIPS as a loss
 
     # --- inference -------------------------------------------------------------------------
 
@@ -237,6 +279,7 @@ class SparkVSRMethod:
             scale=self.scale, frame_multiple=8, frame_offset=1, spatial_multiple=multiple, pad_mode="constant",
             window=c.window, overlap=c.overlap if c.window is not None else 0, stride_multiple=FRAMES_PER_LATENT,
             tile=tile, tile_overlap=c.tile_overlap if tile is not None else 0, uses_keyframes=True,
+            carry_keyframes=c.carry_keyframes,
         )
 
     def load(self, device: torch.device, dtype: torch.dtype | None = None) -> None:
@@ -249,9 +292,31 @@ class SparkVSRMethod:
         """
         from vsrkit.backbones import build_backbone
 
-        self.backbone = build_backbone(self.backbone_config, device, dtype)
+        self.backbone = build_backbone(self._backbone_config(), device, dtype)
         self._check_release()
         self._prompt = self.backbone.prompt_embeds("")
+
+    def _backbone_config(self):
+        """The backbone config with ``vae_tiles=release`` applied: diffusers' default VAE tiles
+        (``enable_tiling()`` without arguments: 240 x 360 for CogVideoX1.5) and slicing, as the
+        release's ``--is_vae_st`` (``pipe.vae.enable_slicing(); pipe.vae.enable_tiling()``)."""
+        cfg = self.backbone_config
+        if self.config.vae_tiles == "release":
+            check_release_tiles(cfg.preset)
+            if cfg.vae_tile_size is not None or cfg.vae_tile_overlap is not None:
+                logger.info("method.vae_tiles=release: diffusers' default VAE tiles instead of "
+                            "backbone.vae_tile_size=%s, vae_tile_overlap=%s", cfg.vae_tile_size, cfg.vae_tile_overlap)
+            cfg = dataclasses.replace(cfg, vae_tiling=True, vae_tile_size=None, vae_tile_overlap=None, vae_slicing=True)
+        return cfg
+
+    def _x0_dtype(self, device: torch.device) -> torch.dtype | None:
+        """Dtype of the ``x0`` arithmetic: ``None`` (float32, ``x0_dtype=fp32``) or the dtype the
+        transformer computes in (the autocast dtype while training under autocast, else its weights')."""
+        if self.config.x0_dtype == "fp32":
+            return None
+        if torch.is_autocast_enabled(device.type):
+            return torch.get_autocast_dtype(device.type)
+        return next(self.backbone.transformer.parameters()).dtype
 
     def _check_release(self) -> None:
         """The released SparkVSR transformer is CogVideoX1.5-5B-I2V's: 32 input channels
@@ -335,10 +400,13 @@ class SparkVSRMethod:
             x = torch.cat([torch.cat([z_t, torch.zeros_like(kf)], dim=1), x], dim=0)
         rope = bb.rotary_pos_embed(*x.shape[2:])
         v = bb.predict(x, c.timestep, self._prompt, ofs=c.ofs, image_rotary_emb=rope)[:, :LATENT_CHANNELS]
+        dtype = self._x0_dtype(v.device)
+        if dtype is not None:
+            v = v.to(dtype)  # the model's own output dtype (predict hands it over as float32, exactly)
         if guided:
             v_uncond, v_cond = v.chunk(2)
             v = combine_guidance(v_uncond, v_cond, guidance)
-        return velocity_to_x0(z_t, v, bb.alpha_bar(c.timestep)), copies
+        return velocity_to_x0(z_t, v, bb.alpha_bar(c.timestep), dtype).float(), copies
 
     @torch.no_grad()
     def upscale(self, lq: torch.Tensor, context: WindowContext) -> torch.Tensor:
@@ -360,10 +428,13 @@ class SparkVSRMethod:
             raise ValueError(f"sparkvsr windows must have 8k+1 frames and an output size that is a multiple of 16. "
                              f"Got T={t}, output {size}.")
         generator = context.generator
+        context.stage("encode")
         hr = upsample_frames(lq.float(), size, self.config.upscale_mode)
         z_lr = self.encode(hr, generator)
         z_kf = self.encode_keyframes(context.keyframes or {}, z_lr[:1], generator)
+        context.stage("denoise", 0, 1)
         x0, copies = self.denoise(z_lr, z_kf, generator, self.config.ref_guidance_scale)
+        context.stage("decode")
         out = self.backbone.vae.decode(x0[:, :, copies:])
         return out.float().clamp(-1.0, 1.0)
 
@@ -372,14 +443,15 @@ class SparkVSRMethod:
     def setup_training(self, device: torch.device) -> None:
         """Build the backbone for training: transformer in fp32 (trainable master weights, the
         release casts trainable parameters to fp32), VAE frozen in ``backbone.vae_dtype`` (default:
-        ``backbone.dtype``); DISTS for stage 2 when ``dists_weight > 0``."""
+        ``backbone.dtype``); DISTS or LPIPS for stage 2 when its weight is > 0."""
         from vsrkit.backbones import build_backbone
 
-        cfg = self.backbone_config
+        cfg = self._backbone_config()
         if cfg.vae_dtype is None:
             cfg = dataclasses.replace(cfg, vae_dtype=cfg.dtype)
-        if self.config.stage == 2 and self.config.dists_weight > 0:
-            self._dists = build_dists_loss(torch.device(device))  # fail before the big load
+        if self.config.stage == 2 and self._perceptual_name() is not None:
+            # Fail before the big load when pyiqa or the loss's weights are missing.
+            self._perceptual = build_perceptual_loss(self._perceptual_name(), torch.device(device))
         self.backbone = build_backbone(cfg, device, torch.float32)
         self._check_release()
         self._prompt = self.backbone.prompt_embeds("")
@@ -526,19 +598,31 @@ class SparkVSRMethod:
         mse = F.mse_loss(pred, gt)
         loss = c.mse_weight * mse
         logs = {"pixel_mse": float(mse.detach())}
-        if c.dists_weight > 0:
-            if self._dists is None:
-                self._dists = build_dists_loss(pred.device)
+        name = self._perceptual_name()
+        if name is not None:
+            if self._perceptual is None:
+                self._perceptual = build_perceptual_loss(name, pred.device)
+            # Every frame of every sample, averaged (the release averages its per-frame losses).
             flat_pred = pred.permute(0, 2, 1, 3, 4).reshape(-1, 3, hh, ww)
             flat_gt = gt.permute(0, 2, 1, 3, 4).reshape(-1, 3, hh, ww)
-            dists = self._dists(flat_pred, flat_gt).mean()
-            loss = loss + c.dists_weight * dists
-            logs["dists"] = float(dists.detach())
+            perceptual = self._perceptual(flat_pred, flat_gt).mean()
+            logs[name] = float(perceptual.detach())
+            if c.edge_aware:
+                edges = self._perceptual(sobel_edges(flat_pred), sobel_edges(flat_gt)).mean()
+                logs[f"edge_{name}"] = float(edges.detach())
+                perceptual = (perceptual + edges) / 2
+            loss = loss + (c.dists_weight if name == "dists" else c.lpips_weight) * perceptual
         if c.frame_diff_weight > 0 and n > 1:
             diff = F.l1_loss(pred[:, :, 1:] - pred[:, :, :-1], gt[:, :, 1:] - gt[:, :, :-1])
             loss = loss + c.frame_diff_weight * diff
             logs["frame_diff_l1"] = float(diff.detach())
         return loss, logs
+
+    def _perceptual_name(self) -> str | None:
+        """``"dists"``, ``"lpips"`` or ``None``: the stage-2 perceptual loss in use (at most one)."""
+        if self.config.dists_weight > 0:
+            return "dists"
+        return "lpips" if self.config.lpips_weight > 0 else None
 
     def state_dict(self) -> dict:
         """The transformer's weights (diffusers key names, no wrapper prefix)."""
@@ -591,26 +675,50 @@ class SparkVSRMethod:
         logger.info("exported SparkVSR pipeline folder to %s", out)
 
 
-def build_dists_loss(device: torch.device):
-    """pyiqa's DISTS as a differentiable loss on ``(N, 3, H, W)`` frames in [0, 1] (the release's
-    ``pyiqa.create_metric('dists', as_loss=True)``), built without any download.
+def check_release_tiles(preset: str) -> None:
+    """Raise a :class:`UserError` unless diffusers' default VAE tiles work for ``preset``.
+
+    ``enable_tiling()`` tiles at half the VAE's sample size with overlaps of 1/6 and 1/5 of a tile
+    (CogVideoX1.5: 240 x 360 px, strides 200 and 288 px). diffusers' tiled encode then stitches
+    ``stride / 8`` latent rows per tile, so a stride that is not a multiple of 8 (the tiny preset's
+    32-px tiles: 26 and 25 px) returns latents of the wrong size.
+    """
+    from vsrkit.backbones.presets import get_preset
+
+    vae = get_preset(preset).vae
+    tile_h, tile_w = vae.get("sample_height", 480) // 2, vae.get("sample_width", 720) // 2
+    strides = (int(tile_h * (1 - 1 / 6)), int(tile_w * (1 - 1 / 5)))
+    if strides[0] % 8 or strides[1] % 8:
+        raise UserError(f"`method.vae_tiles=release` uses diffusers' default VAE tiles, {tile_h}x{tile_w} px with "
+                        f"strides {strides[0]}/{strides[1]} px for preset `{preset}`; diffusers' tiled encode needs "
+                        f"strides that are multiples of 8 (the real preset's are 200/288). Use method.vae_tiles=backbone.")
+
+
+def build_perceptual_loss(name: str, device: torch.device):
+    """pyiqa's DISTS or LPIPS as a differentiable loss on ``(N, C, H, W)`` frames in [0, 1] (the
+    release's ``pyiqa.create_metric(name, as_loss=True)``), built without any download.
+
+    Args:
+        name: ``"dists"`` or ``"lpips"``.
+        device: Where the loss runs.
 
     Raises:
-        UserError: pyiqa is not installed, or its DISTS / VGG16 weights are not in the torch hub
-            cache; the message names the files and ``method.dists_weight=0`` as the way out.
+        UserError: pyiqa is not installed, or the metric's weights are not in the torch hub
+            cache; the message names the files and ``method.<name>_weight=0`` as the way out.
     """
     from vsrkit.metrics.pyiqa_adapter import expected_files, import_pyiqa, no_downloads
 
-    hint = "or set method.dists_weight=0 to train stage 2 without DISTS"
+    key, label = f"method.{name}_weight", name.upper()
+    hint = f"or set {key}=0 to train stage 2 without {label}"
     try:
-        pyiqa = import_pyiqa("dists")
+        pyiqa = import_pyiqa(name)
     except UserError as err:
-        raise UserError(f"method.dists_weight > 0: {err}; {hint}.") from None
-    for path, _ in expected_files("dists", "", ""):
+        raise UserError(f"{key} > 0: {err}; {hint}.") from None
+    for path, _ in expected_files(name, "", ""):
         if not path.is_file():
-            raise UserError(f"method.dists_weight > 0 needs the DISTS weights file {path} (pyiqa looks in "
+            raise UserError(f"{key} > 0 needs the {label} weights file {path} (pyiqa looks in "
                             f"$TORCH_HOME/hub/{path.parent.name}/); vsrkit never downloads. Place it there, {hint}.")
-    with no_downloads("dists", ""):
-        metric = pyiqa.create_metric("dists", as_loss=True, device=device)
+    with no_downloads(name, ""):
+        metric = pyiqa.create_metric(name, as_loss=True, device=device)
     metric.requires_grad_(False)
     return metric
