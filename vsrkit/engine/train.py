@@ -559,6 +559,16 @@ class _Trainer:
         acc.wait_for_everyone()
         return export_dir
 
+    def _log_peak_memory(self) -> None:
+        """Log every process's peak GPU memory of the training steps (FSDP/ZeRO shard unevenly)."""
+        acc = self.accelerator
+        if acc.device.type != "cuda":
+            return
+        peak = torch.tensor([float(torch.cuda.max_memory_allocated(acc.device))], device=acc.device)
+        peaks = acc.gather(peak) if acc.num_processes > 1 else peak
+        if self.is_main:
+            logger.info("peak GPU memory per process (GiB): %s", " ".join(f"{float(p) / 2**30:.2f}" for p in peaks))
+
     def _stop_requested(self, stop: _StopFlag) -> bool:
         """Whether any process got SIGINT/SIGTERM (all processes must stop at the same step)."""
         flag = torch.tensor([0 if stop.signum is None else 1], device=self.accelerator.device)
@@ -604,6 +614,7 @@ class _Trainer:
                         break
                 if interrupted:
                     return TrainResult(self.out, self.step, last_saved, None, True)
+                self._log_peak_memory()
                 if saved_step != self.step:
                     last_saved = self.save_checkpoint("final")
                 export_dir = self.export()
