@@ -69,3 +69,27 @@ def test_killed_batch_under_two_processes_resumes_without_redoing_finished_files
     for name in ("c.mkv", "d.mkv"):
         frames, _, _, _ = decode(out / name)
         assert frames.shape == (12, 64, 96, 3)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["skip_existing=true", "overwrite=true"], "error: `skip_existing=true` keeps finished outputs and `overwrite=true`"),
+    (["distributed.split=rows"], "error: distributed: `distributed.split` must be one of ['auto', 'frames', 'files']. Got rows."),
+    (["distributed.stream_warmup=-1"], "error: distributed: `distributed.stream_warmup` must be >= 0. Got -1."),
+])
+def test_bad_batch_and_split_settings_fail_in_one_line(real_data, tmp_path, args, expected):
+    clip = real_data / "zhengchen1999_DOVE" / "003.mp4"
+    proc = infer(["method=bicubic", f"input={clip}", f"output={tmp_path / 'o.mkv'}", *args], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(expected), proc.stderr[-2000:]
+    assert not (tmp_path / "o.mkv").exists()
+
+
+@pytest.mark.slow
+def test_existing_output_error_names_skip_existing(real_data, tmp_path):
+    clip = real_data / "zhengchen1999_DOVE" / "003.mp4"
+    (tmp_path / "o.mkv").write_bytes(b"keep")
+    proc = infer(["method=bicubic", f"input={clip}", f"output={tmp_path / 'o.mkv'}"], tmp_path)
+    assert proc.returncode == 2 and "skip_existing=true to keep it" in proc.stderr
+    done = infer(["method=bicubic", f"input={clip}", f"output={tmp_path / 'o.mkv'}", "skip_existing=true"], tmp_path)
+    assert done.returncode == 0 and "skipped 1 finished output(s)" in done.stdout
+    assert (tmp_path / "o.mkv").read_bytes() == b"keep"
