@@ -7,10 +7,14 @@ import json
 import logging
 import os
 import shutil
+import socket
+import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+
+from vsrkit.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +22,38 @@ RESULTS = "results.json"
 
 
 def run(cfg) -> None:
+    """One bench job. In a sweep (``-m``), a job that fails writes a ``results.json`` with
+    ``status: failed`` and the error instead of stopping the sweep (the other jobs run, the summary
+    lists it, and the sweep exits with status 1); a single run fails as usual."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        _run_job(cfg)
+    except Exception as err:  # noqa: BLE001 -- recorded in the sweep, re-raised for a single run
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        _record_failure(cfg, err)
+
+
+def _record_failure(cfg, err: Exception) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from vsrkit.engine.build import hydra_choice
+
+    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    logger.error("job %s failed: %s", job_dir.name, message, exc_info=not isinstance(err, UserError))
+    _write_json(job_dir / RESULTS, {
+        "status": "failed", "error": message, "method": hydra_choice("method"), "backbone": hydra_choice("backbone"),
+        "data": hydra_choice("data"), "scale": cfg.scale, "overrides": list(HydraConfig.get().overrides.task),
+        "host": socket.gethostname(), "pid": os.getpid(), "scores": {}, "higher_is_better": {},
+        "seconds_per_frame": float("nan"), "peak_gpu_bytes": 0, "frames": 0, "device": "", "gpu": "",
+    })
+    print(f"job {job_dir.name} failed: {message}")
+
+
+def _run_job(cfg) -> None:
     import torch
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
@@ -63,7 +99,8 @@ def run(cfg) -> None:
     result = {
         "method": method_name, "backbone": backbone_name, "data": data_name, "scale": cfg.scale,
         "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
-        "overrides": list(HydraConfig.get().overrides.task),
+        "overrides": list(HydraConfig.get().overrides.task), "status": "ok",
+        "host": socket.gethostname(), "pid": os.getpid(),
         "scores": summary["scores"], "higher_is_better": summary["higher_is_better"], "metric_info": summary["info"],
         "frames": frames, "seconds": seconds, "seconds_per_frame": seconds / max(frames, 1),
         "peak_gpu_bytes": max((s.peak_gpu_bytes for s in stats), default=0),
@@ -96,6 +133,7 @@ def write_summary(folder: Path) -> Path | None:
     keys: list[str] = []
     for r in results:
         keys.extend(k for k in r["scores"] if k not in keys)
+    failed = [r for r in results if r.get("status") == "failed"]
     rows = []
     for f, r in zip(files, results):
         row: dict[str, Any] = {"method": r["method"], "backbone": r["backbone"] or "", "data": r["data"],
@@ -104,6 +142,8 @@ def write_summary(folder: Path) -> Path | None:
         row.update({"ms/frame": r["seconds_per_frame"] * 1000, "peak GiB": r["peak_gpu_bytes"] / 2**30,
                     "frames": r["frames"], "device": r["gpu"] or r["device"],
                     "job": f.parent.name if f.parent != folder else "."})
+        if failed:
+            row["status"] = "failed: " + r["error"] if r.get("status") == "failed" else "ok"
         rows.append(row)
     columns = list(rows[0])
     from vsrkit.engine.evaluate import format_table
@@ -111,6 +151,8 @@ def write_summary(folder: Path) -> Path | None:
     arrows = {k: (" (higher better)" if results[0]["higher_is_better"].get(k, True) else " (lower better)") for k in keys}
     md = folder / "summary.md"
     header = f"# vsrkit bench summary\n\n{len(rows)} job(s). Scores are per-video means averaged over videos.\n"
+    if failed:
+        header += f"\n**{len(failed)} job(s) failed**; see the status column.\n"
     notes = "\n".join(f"- {k}{arrows[k]}" for k in keys)
     _atomic_text(md, f"{header}\n{format_table(rows, columns)}\n\n{notes}\n")
     csv_path = folder / "summary.csv"
@@ -120,7 +162,8 @@ def write_summary(folder: Path) -> Path | None:
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, csv_path)
-    _plot(folder / "summary.png", rows, keys[0] if keys else None)
+    _plot(folder / "summary.png", [r for r in rows if not r.get("status", "ok").startswith("failed")],
+          keys[0] if keys else None)
     return md
 
 
@@ -168,3 +211,9 @@ class SweepSummary(Callback):
         md = write_summary(folder) if folder.is_dir() else None
         if md is not None:
             print(f"summary: {md} (+ summary.csv, summary.png)")
+            results = [json.loads(f.read_text()) for f in sorted(folder.glob(f"*/{RESULTS}"))]
+            failed = [r for r in results if r.get("status") == "failed"]
+            if failed:
+                print(f"error: {len(failed)} of {len(results)} bench jobs failed (first: {failed[0]['error']}); "
+                      f"the others are in {md}", file=sys.stderr)
+                sys.exit(1)

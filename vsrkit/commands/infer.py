@@ -17,19 +17,26 @@ def run(cfg) -> None:
     method_name, backbone_name = hydra_choice("method"), hydra_choice("backbone")
     engine_cfg = to_dataclass(cfg.engine, "engine")
     io_cfg = to_dataclass(cfg.io, "io")
+    dist_cfg = to_dataclass(cfg.distributed, "distributed")
     if cfg.max_frames is not None and (not isinstance(cfg.max_frames, int) or cfg.max_frames < 1):
         raise UserError(f"`max_frames` must be an integer >= 1 or null. Got {cfg.max_frames}.")
     pairs = list_inputs(cfg.input, cfg.output)
-    if not cfg.overwrite:
+    if cfg.skip_existing and cfg.overwrite:
+        raise UserError("`skip_existing=true` keeps finished outputs and `overwrite=true` replaces them; pass one.")
+    if not cfg.overwrite and not cfg.skip_existing:
         existing = [dst for _, dst in pairs if Path(dst).exists()]
         if existing:
             raise UserError(f"output `{existing[0]}` exists ({len(existing)} of {len(pairs)} outputs do); "
-                            f"pass overwrite=true to replace it.")
+                            f"pass overwrite=true to replace it, or skip_existing=true to keep it (resume a batch).")
     method = build_method(cfg, method_name, backbone_name, cfg.scale)
     check_stream_settings(method, engine_cfg)
     spec = apply_overrides(method.window_spec(), engine_cfg.window, engine_cfg.overlap, engine_cfg.tile,
                            engine_cfg.tile_overlap)
-    device = resolve_device(engine_cfg.device)
+    # Several processes (accelerate launch / torchrun): one clip split, or inputs dealt (engine/distributed.py).
+    from vsrkit.engine import distributed
+
+    procs = distributed.join(engine_cfg.device, dist_cfg.timeout_minutes)
+    device = procs.device if procs is not None else resolve_device(engine_cfg.device)
     keyframes_for = None
     if spec.uses_keyframes:
         from vsrkit.engine.run_infer import keyframes_from_config
@@ -38,7 +45,25 @@ def run(cfg) -> None:
                                               padded_length=spec.padded_length)
     method.load(device, None)  # None: the backbone preset's dtype (backbone.dtype) decides
     runner = WindowRunner(method, spec, device, blend=engine_cfg.blend, seed=engine_cfg.seed)
+    split_frames = procs is not None and (dist_cfg.split == "frames" or (dist_cfg.split == "auto" and len(pairs) == 1))
+    if procs is not None and not split_frames:
+        total, pairs = len(pairs), distributed.deal(pairs, procs.rank, procs.world)
+        print(f"process {procs.rank} of {procs.world}: {len(pairs)} of {total} inputs")
+    if cfg.skip_existing:
+        from vsrkit.engine.batch import unfinished
+
+        pairs, finished = unfinished(pairs)
+        if finished:
+            print(f"skipped {len(finished)} finished output(s) (first: {finished[0][1]}); {len(pairs)} to do")
     for src, dst in pairs:
+        if split_frames:
+            stats = distributed.upscale_file_split(
+                procs, runner, Path(src), Path(dst), io_cfg=io_cfg, overwrite=cfg.overwrite, max_frames=cfg.max_frames,
+                decode_chunk=engine_cfg.decode_chunk, config=dist_cfg, keyframes_for=keyframes_for)
+            if stats is not None:
+                print(f"{stats.output}: {stats.frames} frames, {stats.seconds:.2f} s "
+                      f"({stats.seconds_per_frame * 1000:.1f} ms/frame, {procs.world} processes)")
+            continue
         stats = upscale_file(runner, Path(src), Path(dst), io_cfg=io_cfg, overwrite=cfg.overwrite,
                              max_frames=cfg.max_frames, decode_chunk=engine_cfg.decode_chunk,
                              keyframes_for=keyframes_for)

@@ -102,6 +102,9 @@ def register_settings_schemas(store) -> None:
     from vsrkit.engine.keyframes import KeyframesConfig
 
     store.store(group="schema/keyframes", name="default", node=KeyframesConfig)
+    from vsrkit.engine.distributed_config import DistributedConfig
+
+    store.store(group="schema/distributed", name="default", node=DistributedConfig)
     from vsrkit.engine.train_config import register_train_schema
 
     register_train_schema(store)

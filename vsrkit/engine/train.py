@@ -84,12 +84,54 @@ class _StepModule(torch.nn.Module):
         else:
             self.params = torch.nn.ParameterList(group.params)
 
-    def forward(self, batch: dict):
+    def forward(self, batch):
         context = torch.autocast(self.autocast[0], dtype=self.autocast[1]) if self.autocast else contextlib.nullcontext()
         with context:
+            if isinstance(batch, _Call):
+                return batch.fn()
             if self.pass_group_name:
                 return self._method.training_step(batch, self.group_name)
             return self._method.training_step(batch)
+
+
+class _Call:
+    """Passed to a wrapped :class:`_StepModule` instead of a batch: run ``fn()`` inside its forward.
+
+    Validation calls the method's modules directly. Under FSDP their weights are shards outside the
+    wrapper's forward (inside it the top-level modules' own weights are gathered, and each wrapped
+    block gathers its own when called), and under DeepSpeed the trained weights are bf16/fp16 and
+    the step's autocast is needed; so validation runs as a forward of the wrapped module, exactly as
+    the training step does.
+    """
+
+    def __init__(self, fn: Callable[[], Any]):
+        self.fn = fn
+
+
+def fsdp_wrap_policy(policy: Callable | None, top_modules: list[torch.nn.Module]) -> Callable | None:
+    """FSDP1 auto-wrap ``policy`` that never wraps the modules a method holds references to.
+
+    A method calls its training modules directly (``self.transformer(...)``), not through the
+    FSDP wrappers accelerate would put around them, so a wrapped top-level module would keep its
+    own weights sharded in every forward ("mat2 must be a matrix"). Its blocks are wrapped as the
+    policy says (the module's forward calls them through the replaced children); the top-level
+    modules' remaining weights belong to the root wrapper, gathered for each training step.
+
+    Args:
+        policy: The preset's policy as accelerate builds it (``size_based`` / ``transformer_based``
+            partial), or None (no nested wrapping).
+        top_modules: The values of ``method.training_modules()``.
+    """
+    if policy is None:
+        return None
+    excluded = {id(m) for m in top_modules}
+
+    def wrap(module: torch.nn.Module, recurse: bool, nonwrapped_numel: int) -> bool:
+        if not recurse and id(module) in excluded:
+            return False
+        return policy(module=module, recurse=recurse, nonwrapped_numel=nonwrapped_numel)
+
+    return wrap
 
 
 class _StopFlag:
@@ -252,6 +294,10 @@ class _Trainer:
                     raise UserError(f"{type(method).__name__}: trainable tensors must be torch.nn.Parameter objects "
                                     f"(group `{group.name}` has a {type(p).__name__}).")
             holder = _StepModule(method, group, modules, pass_name, autocast)
+            if self.is_fsdp:
+                plugin = acc.state.fsdp_plugin
+                plugin.set_auto_wrap_policy(holder)  # the preset's policy as a callable (accelerate does the same)
+                plugin.auto_wrap_policy = fsdp_wrap_policy(plugin.auto_wrap_policy, list(modules.values()))
             optimizer = build_optimizer(group)
             # The schedule drives the plain AdamW's param_groups, which DDP, FSDP and DeepSpeed all
             # step; it is not handed to accelerate, whose wrapper would step it once per process.
@@ -425,11 +471,12 @@ class _Trainer:
 
     @contextlib.contextmanager
     def _full_weights(self):
-        """Within the block the method's trainable weights are whole on every process (FSDP gathers them)."""
+        """Within the block the method's trainable weights are whole on the main process (FSDP gathers
+        them into its CPU memory, so no GPU holds a second full copy); only the main process reads them."""
         if self.is_fsdp:
             from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-            with FSDP.summon_full_params(self.holders[0], writeback=False):
+            with FSDP.summon_full_params(self.holders[0], writeback=False, rank0_only=True, offload_to_cpu=True):
                 yield
         else:
             yield
@@ -487,7 +534,10 @@ class _Trainer:
             return
         swap = self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()
         with swap, torch.no_grad():
-            metrics = self.validate(self.method, self.step) or {}
+            if self.is_fsdp or self.is_deepspeed:
+                metrics = self.holders[0](_Call(lambda: self.validate(self.method, self.step))) or {}
+            else:
+                metrics = self.validate(self.method, self.step) or {}
         if self.is_main and metrics:
             logger.info("validation step %d: %s", self.step,
                         ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(metrics.items())))
@@ -510,6 +560,16 @@ class _Trainer:
                 logger.info("Exported %s weights to %s", "EMA" if self.ema is not None else "trained", export_dir)
         acc.wait_for_everyone()
         return export_dir
+
+    def _log_peak_memory(self) -> None:
+        """Log every process's peak GPU memory of the training steps (FSDP/ZeRO shard unevenly)."""
+        acc = self.accelerator
+        if acc.device.type != "cuda":
+            return
+        peak = torch.tensor([float(torch.cuda.max_memory_allocated(acc.device))], device=acc.device)
+        peaks = acc.gather(peak) if acc.num_processes > 1 else peak
+        if self.is_main:
+            logger.info("peak GPU memory per process (GiB): %s", " ".join(f"{float(p) / 2**30:.2f}" for p in peaks))
 
     def _stop_requested(self, stop: _StopFlag) -> bool:
         """Whether any process got SIGINT/SIGTERM (all processes must stop at the same step)."""
@@ -556,6 +616,7 @@ class _Trainer:
                         break
                 if interrupted:
                     return TrainResult(self.out, self.step, last_saved, None, True)
+                self._log_peak_memory()
                 if saved_step != self.step:
                     last_saved = self.save_checkpoint("final")
                 export_dir = self.export()
