@@ -88,15 +88,67 @@ def join(device_name: str, timeout_minutes: int = 120) -> Processes | None:
 
     ``accelerate launch --num_processes N`` starts a single process when it finds neither a
     config file, ``--multi_gpu`` nor several GPUs (on CPU-only and one-GPU machines); it still
-    sets ``MASTER_ADDR``, which is how that case is recognised and reported here.
+    sets ``MASTER_ADDR``, which is how that case is recognised. The process then starts the N
+    processes that were asked for itself (:func:`relaunch`) and exits with their status.
     """
     if launched():
         return start_processes(device_name, timeout_minutes)
     if "MASTER_ADDR" in os.environ and "ACCELERATE_MIXED_PRECISION" in os.environ:
+        requested = requested_processes()
+        if requested > 1 and not os.environ.get(_RELAUNCHED):
+            raise SystemExit(relaunch(requested))
         logger.warning("accelerate launch started one process: it starts several only with --multi_gpu, a "
                        "--config_file (conf/accelerate/ddp.yaml) or more than one visible GPU. Add --multi_gpu "
                        "(with ACCELERATE_USE_CPU=true for CPU processes) to split the work.")
     return None
+
+
+_RELAUNCHED = "VSRKIT_RELAUNCHED"
+
+
+def requested_processes(parent_cmdline: list[str] | None = None) -> int:
+    """The ``--num_processes`` (or ``--num-processes``) given to the ``accelerate launch`` that
+    started this process, read from the parent's command line (Linux ``/proc``); 1 when unknown."""
+    if parent_cmdline is None:
+        try:
+            raw = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+        except OSError:
+            return 1
+        parent_cmdline = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+    if not any("accelerate" in arg for arg in parent_cmdline):  # `accelerate launch` or `-m accelerate.commands.launch`
+        return 1
+    for i, arg in enumerate(parent_cmdline):
+        for flag in ("--num_processes", "--num-processes"):
+            value = None
+            if arg == flag and i + 1 < len(parent_cmdline):
+                value = parent_cmdline[i + 1]
+            elif arg.startswith(flag + "="):
+                value = arg.split("=", 1)[1]
+            if value is not None:
+                try:
+                    return max(int(value), 1)
+                except ValueError:
+                    return 1
+    return 1
+
+
+def relaunch(processes: int) -> int:
+    """Start ``processes`` copies of this command with ``torch.distributed.run`` (what
+    ``accelerate launch --multi_gpu`` does) and return their exit status."""
+    import subprocess
+    import sys
+
+    logger.warning("accelerate launch started one process for --num_processes %d (without --multi_gpu or a config "
+                   "file it starts one on a machine with fewer GPUs); vsrkit starts the %d processes itself "
+                   "(torch.distributed.run).", processes, processes)
+    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT")}
+    env[_RELAUNCHED] = "1"
+    # sys.orig_argv: the command as typed (Hydra rewrites sys.argv); drop the interpreter and its own flags.
+    args = list(sys.orig_argv[1:])
+    while args and args[0].startswith("-") and args[0] != "-m":
+        args.pop(0)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *args]
+    return subprocess.run(command, env=env).returncode
 
 
 def start_processes(device_name: str, timeout_minutes: int = 120) -> Processes:
