@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 timers.wrap(backbone.vae, "decode", "vae_decode")
                 timers.wrap(backbone, "predict", "transformer")
         method.config = method_cfg  # swept method options take effect without reloading weights
-        spec = apply_overrides(method.window_spec(), window=args.frames, overlap=0, tile=0, tile_overlap=None)
+        spec = apply_overrides(method.window_spec(), window=0, overlap=None, tile=0, tile_overlap=None)  # one window
         runner = WindowRunner(method, spec, device)
         for size in args.lr:
             h, w = (int(v) for v in size.lower().split("x"))

@@ -62,13 +62,22 @@ def apply_overrides(spec: WindowSpec, window: int | None, overlap: int | None, t
         changes["overlap"] = 0
     if changes.get("tile", spec.tile) is None:
         changes["tile_overlap"] = 0
-    try:
-        return dataclasses.replace(spec, **changes)
-    except ValueError as err:
-        from vsrkit.errors import UserError
+    from vsrkit.errors import UserError
 
+    try:
+        changed = dataclasses.replace(spec, **changes)
+    except ValueError as err:
         raise UserError(f"engine settings with the method's defaults {spec.window=}, {spec.overlap=}, {spec.tile=}, "
                         f"{spec.tile_overlap=}: {err} Set engine.overlap / engine.tile_overlap too.") from None
+    stride, multiple = (changed.window or 0) - changed.overlap, changed.stride_multiple
+    if changed.window is not None and stride % multiple:
+        # plan_ranges would round the stride, i.e. silently blend more (or fewer) frames than asked.
+        lower, upper = changed.overlap + stride % multiple, changed.overlap - (multiple - stride % multiple)
+        options = " or ".join(f"engine.overlap={v}" for v in (lower, upper) if 0 <= v < changed.window)
+        raise UserError(f"`engine.window` - `engine.overlap` = {changed.window} - {changed.overlap} = {stride} must be a "
+                        f"multiple of {multiple} for this method (its windows start on multiples of {multiple}); "
+                        f"use {options}.")
+    return changed
 
 
 def _pad_video(x: torch.Tensor, pad_h: int, pad_w: int, mode: str) -> torch.Tensor:

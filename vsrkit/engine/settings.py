@@ -17,8 +17,11 @@ class EngineConfig:
         overlap: Frames shared by consecutive windows and blended; ``None`` keeps the method's.
         tile: Spatial tile edge in input pixels; ``None`` keeps the method's, ``0`` disables tiling.
         tile_overlap: Input pixels shared by neighbouring tiles; ``None`` keeps the method's.
-        blend: ``linear`` cross-fades overlaps (no seams); ``cut`` keeps each window's or tile's
-            centre and hard-cuts at the middle of the overlap, as the SparkVSR release does.
+        blend: ``linear`` cross-fades overlaps (no seams) over the middle half of each overlap, the
+            outer quarters going wholly to the window or tile whose edge is further away (edges saw
+            padding); ``cut`` keeps each window's or tile's centre and hard-cuts at the middle of
+            the overlap, as the SparkVSR release does. Either way the weights are normalised over
+            all windows covering a frame, so any overlap (also above half the window) is exact.
         decode_chunk: Frames decoded at a time (memory bound of the reader).
         seed: Seed of the generator handed to the method (posterior sampling, random keyframes).
     """
