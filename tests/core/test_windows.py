@@ -154,3 +154,13 @@ def test_stride_the_method_cannot_honour_is_rejected():
     with pytest.raises(UserError, match=r"33 - 10 = 23 must be a multiple of 4 .* engine.overlap=13 or engine.overlap=9"):
         apply_overrides(spec, window=None, overlap=10, tile=None, tile_overlap=None)
     assert apply_overrides(spec, window=17, overlap=13, tile=None, tile_overlap=None).overlap == 13
+
+
+def test_linear_cross_fade_spans_the_middle_half_of_the_overlap():
+    # Two ranges sharing 8 items: the outer quarters (2 items each) go wholly to the range whose
+    # edge is further away; the middle 4 items fade 1/5 .. 4/5 (hand-computed).
+    ranges = [(0, 12), (4, 16)]
+    later = ramp_weights(ranges, 1, "linear")[:8].tolist()
+    assert later == pytest.approx([0, 0, 0.2, 0.4, 0.6, 0.8, 1, 1], abs=1e-12)
+    earlier = ramp_weights(ranges, 0, "linear")[4:].tolist()
+    assert earlier == pytest.approx([1, 1, 0.8, 0.6, 0.4, 0.2, 0, 0], abs=1e-12)
