@@ -39,7 +39,12 @@ def compose(method: str, backbone: str | None, overrides: list[str]):
     if backbone:
         args.append(f"backbone={backbone}")
     with initialize_config_module(config_module="vsrkit.conf", version_base="1.3"):
-        return hydra_compose(config_name="infer", overrides=args, return_hydra_config=True)
+        cfg = hydra_compose(config_name="infer", overrides=args, return_hydra_config=True)
+    if cfg.backbone is not None and not any(o.startswith("backbone.random_weights=") for o in overrides):
+        # Speed figures need no trained weights: a real preset without `backbone.path` gets a random
+        # init (and says so in its log) instead of failing; tiny presets are random anyway.
+        cfg.backbone.random_weights = True
+    return cfg
 
 
 def _sync() -> None:

@@ -133,3 +133,17 @@ def test_ntsc_rate_survives_into_mp4(real_data, tmp_path):
                  f"output={tmp_path / 'o.mp4'}", "scale=1", "max_frames=30")
     assert out.returncode == 0, out.stderr
     assert probe(tmp_path / "o.mp4") == (640, 480, 30, Fraction(1199, 50), ["aac"])
+
+
+def test_real_preset_without_weights_is_one_line_before_anything_loads(real_data, tmp_path):
+    import time
+
+    started = time.perf_counter()
+    out = vsrkit("infer", "method=sparkvsr", f"input={real_data / 'zhengchen1999_DOVE/002.mp4'}",
+                 f"output={tmp_path / 'o.mp4'}", "max_frames=9")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert time.perf_counter() - started < 60
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: preset `cogvideox1.5-5b-i2v` has no weights"), out.stderr
+    assert "backbone.random_weights=true" in lines[0]
+    assert not list(tmp_path.iterdir())

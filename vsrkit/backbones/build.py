@@ -34,6 +34,8 @@ class BuiltModels:
         device: Where the models run.
         dtype: Transformer compute dtype.
         vae_dtype: VAE dtype.
+        random_weights: Whether the transformer got a random init (tiny preset or
+            ``backbone.random_weights``): its outputs are noise.
     """
 
     preset: Preset
@@ -45,6 +47,7 @@ class BuiltModels:
     device: torch.device
     dtype: torch.dtype
     vae_dtype: torch.dtype
+    random_weights: bool = False
 
 
 def diffusers_class(name: str):
@@ -131,13 +134,13 @@ def build_models(cfg: BackboneConfig, device: torch.device | str = "cpu",
         raise UserError(f"`cpu_offload={cfg.cpu_offload}` needs a CUDA device. Got device `{device}`; "
                         f"use cpu_offload=none.")
 
-    layout = loading.resolve_layout(cfg.path, cfg.transformer_path, cfg.vae_path, cfg.text_encoder_path)
+    layout = loading.resolve_layout(cfg.path, cfg.transformer_path, cfg.vae_path, cfg.text_encoder_path,
+                                    family=preset.family)
     if preset.family == "ltx" and layout.vae is None and layout.transformer is not None \
             and any(k.startswith("vae.") for k in loading.file_keys(layout.transformer.path)):
         # An LTX single-file checkpoint carries its VAE (`vae.*` keys) beside the transformer.
         layout.vae = loading.Source(path=layout.transformer.path)
-    if layout.transformer is None and not preset.tiny:
-        logger.warning("preset %s: no weights given (backbone.path is None): random transformer weights", preset.name)
+    random_parts = loading.check_weights_given(preset, layout, cfg.random_weights)
 
     t_cls = diffusers_class(preset.transformer_class)
     t_config = loading.model_config(t_cls, preset.transformer, layout.transformer, cfg.transformer_overrides)
@@ -165,4 +168,4 @@ def build_models(cfg: BackboneConfig, device: torch.device | str = "cpu",
     runtime.apply_offload([transformer, vae], cfg.cpu_offload, device)
     return BuiltModels(preset=preset, transformer=transformer, vae=vae, scheduler_config=scheduler_config,
                        text_encoder_dir=layout.text_encoder_dir, attention=attention, device=device, dtype=dtype,
-                       vae_dtype=vae_dtype)
+                       vae_dtype=vae_dtype, random_weights="transformer" in random_parts)

@@ -8,7 +8,7 @@ from vsrkit.errors import UserError
 
 
 def run(cfg) -> None:
-    from vsrkit.engine.build import build_method, hydra_choice, to_dataclass
+    from vsrkit.engine.build import build_method, hydra_choice, random_weights_note, to_dataclass
     from vsrkit.engine.inference import WindowRunner, apply_overrides, resolve_device
     from vsrkit.engine.run_infer import upscale_file
     from vsrkit.io import list_inputs
@@ -35,8 +35,10 @@ def run(cfg) -> None:
     device = resolve_device(engine_cfg.device)
     method.load(device, None)  # None: the backbone preset's dtype (backbone.dtype) decides
     runner = WindowRunner(method, spec, device, blend=engine_cfg.blend, seed=engine_cfg.seed)
+    note = random_weights_note(cfg.get("backbone"))
     for src, dst in pairs:
         stats = upscale_file(runner, Path(src), Path(dst), io_cfg=io_cfg, overwrite=cfg.overwrite,
                              max_frames=cfg.max_frames, decode_chunk=engine_cfg.decode_chunk,
                              keyframes_for=keyframes_for)
-        print(f"{stats.output}: {stats.frames} frames, {stats.seconds:.2f} s ({stats.seconds_per_frame * 1000:.1f} ms/frame)")
+        print(f"{stats.output}: {stats.frames} frames, {stats.seconds:.2f} s ({stats.seconds_per_frame * 1000:.1f} ms/frame)"
+              + (f"; {note}" if note else ""))
