@@ -139,8 +139,10 @@ def test_real_preset_without_weights_is_one_line_before_anything_loads(real_data
     import time
 
     started = time.perf_counter()
-    out = vsrkit("infer", "method=sparkvsr", f"input={real_data / 'zhengchen1999_DOVE/002.mp4'}",
-                 f"output={tmp_path / 'o.mp4'}", "max_frames=9")
+    # Before the fix this built a random 5B model for 10+ minutes: the timeout turns that into a failure.
+    out = subprocess.run([sys.executable, "-m", "vsrkit.cli", "infer", "method=sparkvsr",
+                          f"input={real_data / 'zhengchen1999_DOVE/002.mp4'}", f"output={tmp_path / 'o.mp4'}",
+                          "max_frames=9"], capture_output=True, text=True, timeout=90)
     assert out.returncode == 2, out.stdout + out.stderr
     assert time.perf_counter() - started < 60
     lines = [line for line in out.stderr.splitlines() if line.strip()]
