@@ -149,3 +149,33 @@ def test_real_preset_without_weights_is_one_line_before_anything_loads(real_data
     assert len(lines) == 1 and lines[0].startswith("error: preset `cogvideox1.5-5b-i2v` has no weights"), out.stderr
     assert "backbone.random_weights=true" in lines[0]
     assert not list(tmp_path.iterdir())
+
+
+def _cut_faststart(src: Path, dst: Path) -> Path:
+    whole = dst.with_name("whole.mp4")
+    with av.open(str(src)) as source, av.open(str(whole), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    data = whole.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+def test_truncated_input_is_said_in_log_and_summary_or_refused(real_data, tmp_path):
+    cut = _cut_faststart(real_data / "zhengchen1999_DOVE/002.mp4", tmp_path / "half.mp4")
+    out = vsrkit("infer", "method=bicubic", "scale=1", f"input={cut}", f"output={tmp_path / 'kept.mp4'}")
+    assert out.returncode == 0, out.stderr
+    summary = out.stdout.strip().splitlines()[-1]
+    assert summary.startswith(f"{tmp_path / 'kept.mp4'}: 17 frames")
+    assert "truncated: decoding stopped early" in summary and "17 frames decoded, the container declares 32" in summary
+    assert probe(tmp_path / "kept.mp4")[2] == 17
+    refused = vsrkit("infer", "method=bicubic", "scale=1", f"input={cut}", f"output={tmp_path / 'no.mp4'}",
+                     "io.on_truncated=error")
+    assert refused.returncode == 2
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: Input {cut} is truncated"), refused.stderr
+    assert "17 frames decoded, the container declares 32" in lines[0]
+    assert not (tmp_path / "no.mp4").exists() and not [p for p in tmp_path.iterdir() if "partial" in p.name]

@@ -35,10 +35,11 @@ def run(cfg) -> None:
     device = resolve_device(engine_cfg.device)
     method.load(device, None)  # None: the backbone preset's dtype (backbone.dtype) decides
     runner = WindowRunner(method, spec, device, blend=engine_cfg.blend, seed=engine_cfg.seed)
-    note = random_weights_note(cfg.get("backbone"))
+    weights_note = random_weights_note(cfg.get("backbone"))
     for src, dst in pairs:
         stats = upscale_file(runner, Path(src), Path(dst), io_cfg=io_cfg, overwrite=cfg.overwrite,
                              max_frames=cfg.max_frames, decode_chunk=engine_cfg.decode_chunk,
                              keyframes_for=keyframes_for)
+        notes = stats.notes + ([weights_note] if weights_note else [])
         print(f"{stats.output}: {stats.frames} frames, {stats.seconds:.2f} s ({stats.seconds_per_frame * 1000:.1f} ms/frame)"
-              + (f"; {note}" if note else ""))
+              + "".join(f"; {note}" for note in notes))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import torch
 
 from vsrkit.engine.inference import WindowRunner, model_to_frames, upscale_stream
 from vsrkit.engine.settings import IOConfig
-from vsrkit.errors import UserError
+from vsrkit.errors import UserError, VideoReadError
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class FileStats:
         frames: Frames written.
         seconds: Wall time from the first frame read to the last frame written.
         peak_gpu_bytes: Peak CUDA memory allocated during the file (0 on CPU).
+        notes: What the summary must say besides the counts (a truncated input ...).
     """
 
     input: str
@@ -40,6 +41,7 @@ class FileStats:
     frames: int
     seconds: float
     peak_gpu_bytes: int
+    notes: list[str] = field(default_factory=list)
 
     @property
     def seconds_per_frame(self) -> float:
@@ -159,6 +161,14 @@ def upscale_file(runner: WindowRunner, src: Path, dst: Path, *, io_cfg: IOConfig
 
     source = open_source(src, frames_fps=parse_fps(io_cfg.frames_fps))
     info = source.info
+    notes = []
+    if info.truncated:
+        if io_cfg.on_truncated == "error":
+            raise VideoReadError(f"Input {src} is {info.truncated}. Nothing was written (io.on_truncated=error); "
+                                 f"repair or re-download it, or set io.on_truncated=keep to upscale what decodes.")
+        logger.warning("%s: %s; upscaling the %d frames that decode (io.on_truncated=error refuses such inputs)",
+                       src, info.truncated, info.num_frames)
+        notes.append(f"input {info.truncated}")
     num_frames = info.num_frames if max_frames is None else min(info.num_frames, max_frames)
     keyframes = keyframes_for(source, num_frames) if keyframes_for is not None else None
     scale = runner.spec.scale
@@ -180,7 +190,7 @@ def upscale_file(runner: WindowRunner, src: Path, dst: Path, *, io_cfg: IOConfig
     seconds = time.perf_counter() - started
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     logger.info("%s: %d frames in %.2f s (%.3f s/frame) -> %s", src, written, seconds, seconds / max(written, 1), dst)
-    return FileStats(str(src), str(dst), written, seconds, int(peak))
+    return FileStats(str(src), str(dst), written, seconds, int(peak), notes)
 
 
 def _progress_bar(total: int, desc: str, enabled: bool):

@@ -58,6 +58,9 @@ class IOConfig:
         audio: Copy the input's audio track into video outputs.
         frames_fps: Frame rate (a fraction like ``24000/1001`` or a number) used when a frames
             folder or image is written as a video.
+        on_truncated: What to do with an input whose decoding stops early (cut-off download,
+            damaged file): ``keep`` upscales the frames that decode and says so in the log and the
+            summary; ``error`` stops with exit status 2 and writes nothing.
     """
 
     codec: str = "h264"
@@ -65,8 +68,11 @@ class IOConfig:
     pix_fmt: Optional[str] = None
     audio: bool = True
     frames_fps: str = "24"
+    on_truncated: str = "keep"
 
     def __post_init__(self):
+        if self.on_truncated not in ("keep", "error"):
+            raise ValueError(f"`io.on_truncated` must be one of ['keep', 'error']. Got {self.on_truncated}.")
         if self.codec not in ("h264", "h265", "ffv1"):
             raise ValueError(f"`io.codec` must be one of ['h264', 'h265', 'ffv1']. Got {self.codec}.")
         if not 0 <= self.crf <= 51:

@@ -42,6 +42,11 @@ class VideoInfo:
         pix_fmt: Pixel format of the decoded frames (``yuv420p``, ``yuvj420p``, ``rgb24`` ...).
         bit_depth: Bits per sample; above 8 the frames come as uint16.
         has_audio: Whether a video has at least one audio stream.
+        declared_frames: Frames the container declares (its index or header; None when it does
+            not say): may differ from ``num_frames`` legitimately (edit lists, a wrong header).
+        truncated: Why decoding stopped before the end of the stream (a packet cut short by the
+            end of the file, the file ending before the packets its index lists, a decode
+            error), in one line with both counts; None when decoding reached the end.
     """
 
     path: Path
@@ -54,6 +59,8 @@ class VideoInfo:
     pix_fmt: str
     bit_depth: int
     has_audio: bool
+    declared_frames: int | None = None
+    truncated: str | None = None
 
     @property
     def dtype(self) -> np.dtype:
@@ -149,8 +156,9 @@ class FrameSource:
     def info(self) -> VideoInfo:
         """Full description. For a video the first access decodes it once to count frames (cached)."""
         if self._info is None:
+            report = DecodeReport()
             if self.kind == "video":
-                self._pts = self._decode_pts()
+                self._pts = self._decode_pts(report)
                 count = len(self._pts)
             elif self.kind == "frames":
                 count = len(self._frame_files)
@@ -160,8 +168,13 @@ class FrameSource:
             self._info = VideoInfo(
                 path=self.path, kind=self.kind, width=p.width, height=p.height, num_frames=count,
                 fps=p.fps, time_base=p.time_base, pix_fmt=p.pix_fmt, bit_depth=p.bit_depth,
-                has_audio=p.has_audio,
+                has_audio=p.has_audio, declared_frames=report.declared_frames, truncated=report.truncation(),
             )
+            if self._info.truncated is None and report.declared_exact and report.declared_frames \
+                    and report.declared_frames != count:
+                logger.info("%s: the container declares %d frames and %d decode, without a decoding error "
+                            "(a header count or an edit list, not truncation)", self.path, report.declared_frames,
+                            count)
         return self._info
 
     def frame_pts(self) -> list[int] | None:
@@ -254,12 +267,25 @@ class FrameSource:
                 yield array, index
             return
         stamps = _Timestamps(self._probe, self.path)
-        for frame in decode_frames(self.path):
+        for index, frame in enumerate(decode_frames(self.path)):
+            self._check_size(frame, index)
             yield frame_to_rgb(frame, high_bit_depth=high), stamps.next(frame.pts)
 
-    def _decode_pts(self) -> list[int]:
+    def _check_size(self, frame: av.VideoFrame, index: int) -> None:
+        if (frame.width, frame.height) != (self.width, self.height):
+            raise VideoReadError(
+                f"Video {self.path} changes resolution at frame {index}: {frame.width}x{frame.height} after "
+                f"{self.width}x{self.height}; vsrkit upscales one size per clip. Split the video where the size "
+                f"changes (or scale it to one size) and run each part."
+            )
+
+    def _decode_pts(self, report: DecodeReport) -> list[int]:
         stamps = _Timestamps(self._probe, self.path)
-        return [stamps.next(frame.pts) for frame in decode_frames(self.path)]
+        pts = []
+        for index, frame in enumerate(decode_frames(self.path, report)):
+            self._check_size(frame, index)
+            pts.append(stamps.next(frame.pts))
+        return pts
 
 
 class _Timestamps:
@@ -295,33 +321,114 @@ def _open_container(path: Path) -> av.container.InputContainer:
         ) from None
 
 
-def decode_frames(path: str | os.PathLike) -> Iterator[av.VideoFrame]:
+@dataclass
+class DecodeReport:
+    """How far :func:`decode_frames` got (filled while it runs).
+
+    Attributes:
+        declared_frames: Frames the container declares for the stream: its frame count (MP4/MOV
+            index), else its duration times the frame rate (Matroska, WebM); None: unknown.
+        declared_exact: Whether ``declared_frames`` is a count rather than a duration estimate.
+        packets: Video packets demuxed and decoded.
+        frames: Frames decoded.
+        problem: Why decoding stopped early (None: it reached the end of the stream).
+    """
+
+    declared_frames: int | None = None
+    declared_exact: bool = True
+    packets: int = 0
+    frames: int = 0
+    problem: str | None = None
+
+    def declare(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> None:
+        """Read what the container says about the stream's length."""
+        if stream.frames:
+            self.declared_frames, self.declared_exact = int(stream.frames), True
+            return
+        rate = stream.average_rate or stream.guessed_rate
+        seconds = stream.duration * stream.time_base if stream.duration and stream.time_base else \
+            (Fraction(container.duration, av.time_base) if container.duration else None)
+        if rate and seconds:
+            self.declared_frames, self.declared_exact = round(seconds * Fraction(rate)), False
+
+    def truncation(self) -> str | None:
+        """One line saying decoding stopped early, with both counts; None when it did not."""
+        declared = self.declared_frames or None
+        problem = self.problem
+        if problem is None and declared is not None:
+            if self.declared_exact and self.packets < declared:
+                problem = f"the file ends after {self.packets} of the {declared} packets its index lists"
+            elif not self.declared_exact and self.packets < 0.95 * declared - 2:
+                # A duration is a rounded estimate (variable frame rates): only a clear shortfall counts.
+                problem = f"the file ends {declared - self.packets} frames before the duration its header gives"
+        if problem is None:
+            return None
+        counts = f"{self.frames} frames decoded, the container declares {declared}" if declared else \
+            f"{self.frames} frames decoded"
+        return f"truncated: decoding stopped early ({problem}); {counts}"
+
+
+def decode_frames(path: str | os.PathLike, report: DecodeReport | None = None) -> Iterator[av.VideoFrame]:
     """Decoded frames of a video's first stream, lazily, with frame+slice threading.
+
+    Decoding stops early, keeping every frame decoded so far (the decoder is flushed), at a
+    packet that the end of the file cuts short, at a demuxing error or at a decoding error;
+    ``report`` says which, so a caller can tell a truncated file from a complete one.
 
     Args:
         path: A video file.
+        report: Filled with the declared frame count, packets and frames decoded, and why
+            decoding stopped early (None: it did not).
 
     Yields:
         ``av.VideoFrame`` in decoding-output order (no colour conversion).
 
     Raises:
-        VideoReadError: The file cannot be opened or decoding fails part way.
+        VideoReadError: The file cannot be opened.
     """
     path = Path(path)
+    report = report if report is not None else DecodeReport()
     container = _open_container(path)
-    index = 0
     try:
         stream = container.streams.video[0]
+        report.declare(container, stream)
         # Default is SLICE only; AUTO adds frame threading (PyAV cookbook, "Threading").
         stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            yield frame
-            index += 1
-    except av.error.FFmpegError as err:
-        reason = getattr(err, "strerror", None) or str(err)
-        raise VideoReadError(f"Video {path} is corrupt: decoding failed after frame {index} ({reason}).") from None
+        packets = container.demux(stream)
+        while True:
+            try:
+                packet = next(packets, None)
+            except av.error.FFmpegError as err:
+                report.problem = f"reading failed after packet {report.packets}: {_reason(err)}"
+                break
+            if packet is None or packet.dts is None and packet.size == 0:
+                break  # end of the stream (PyAV ends with an empty flush packet; the flush is below)
+            if packet.is_corrupt:
+                # A partial read at the end of the file (or a packet the demuxer marks as damaged):
+                # decoding it would give a broken frame, and frame threading drops frames after it.
+                report.problem = f"packet {report.packets} is cut short"
+                break
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as err:
+                report.problem = f"decoding failed at packet {report.packets}: {_reason(err)}"
+                break
+            report.packets += 1
+            for frame in frames:
+                report.frames += 1
+                yield frame
+        try:
+            for frame in stream.decode(None):  # frames the decoder still holds (reordering, threads)
+                report.frames += 1
+                yield frame
+        except av.error.FFmpegError as err:
+            report.problem = report.problem or f"flushing the decoder failed: {_reason(err)}"
     finally:
         container.close()
+
+
+def _reason(err: av.error.FFmpegError) -> str:
+    return getattr(err, "strerror", None) or str(err)
 
 
 def _probe_video(path: Path) -> _Probe:
