@@ -363,3 +363,16 @@ def test_resolution_change_mid_stream_is_one_clear_error(tmp_path, helpers):
     joined.write_bytes(parts[0] + parts[1])
     with pytest.raises(VideoReadError, match=r"joined\.h264 changes resolution at frame 3: 64x48 after 48x32"):
         open_source(joined).read()
+
+
+def test_mp4_cut_between_packets_is_reported_from_its_index(tmp_path, dove_002):
+    # Cut exactly after packet 10: no packet is damaged, but the index lists 32.
+    whole = _faststart_copy(dove_002, tmp_path / "fs.mp4")
+    with av.open(str(whole)) as container:
+        ends = [p.pos + p.size for p in container.demux(video=0) if p.dts is not None]
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: ends[9]])
+    info = open_source(cut).info
+    assert info.truncated == ("truncated: decoding stopped early (the file ends after 10 of the 32 packets its index "
+                              "lists); 10 frames decoded, the container declares 32")
+    assert info.num_frames == 10
