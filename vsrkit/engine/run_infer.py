@@ -70,6 +70,7 @@ def open_writer(dst: Path, info, scale: int, io_cfg: IOConfig, overwrite: bool, 
             time_base=info.time_base if info.kind == "video" else None,
             codec=io_cfg.codec, crf=io_cfg.crf, pix_fmt=io_cfg.pix_fmt,
             audio_from=src if (io_cfg.audio and info.has_audio) else None, trim_audio=capped, overwrite=overwrite,
+            colour=info.colour, display_matrix=info.display_matrix,
         )
     if dst.suffix:
         return _ImageWriter(dst, overwrite)

@@ -18,7 +18,7 @@ import av
 import numpy as np
 
 from vsrkit.errors import UserError, VideoReadError
-from vsrkit.io.convert import bit_depth, frame_to_rgb
+from vsrkit.io.convert import ColourTags, bit_depth, frame_to_rgb
 from vsrkit.io.images import is_image, is_video, list_images, probe_image, read_image
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,10 @@ class VideoInfo:
         truncated: Why decoding stopped before the end of the stream (a packet cut short by the
             end of the file, the file ending before the packets its index lists, a decode
             error), in one line with both counts; None when decoding reached the end.
+        colour: The video's colour description (matrix, primaries, transfer, range), which
+            writers carry to the output; None for frames and images.
+        display_matrix: The video's display matrix (9 ints, FFmpeg's ``AV_PKT_DATA_DISPLAYMATRIX``
+            layout: rotation and flips a player applies), carried to video outputs; None if absent.
     """
 
     path: Path
@@ -61,6 +65,8 @@ class VideoInfo:
     has_audio: bool
     declared_frames: int | None = None
     truncated: str | None = None
+    colour: ColourTags | None = None
+    display_matrix: tuple[int, ...] | None = None
 
     @property
     def dtype(self) -> np.dtype:
@@ -100,6 +106,8 @@ class _Probe:
     pix_fmt: str
     bit_depth: int
     has_audio: bool
+    colour: ColourTags | None = None
+    display_matrix: tuple[int, ...] | None = None
 
 
 class FrameSource:
@@ -169,6 +177,7 @@ class FrameSource:
                 path=self.path, kind=self.kind, width=p.width, height=p.height, num_frames=count,
                 fps=p.fps, time_base=p.time_base, pix_fmt=p.pix_fmt, bit_depth=p.bit_depth,
                 has_audio=p.has_audio, declared_frames=report.declared_frames, truncated=report.truncation(),
+                colour=p.colour, display_matrix=p.display_matrix,
             )
             if self._info.truncated is None and report.declared_exact and report.declared_frames \
                     and report.declared_frames != count:
@@ -431,6 +440,13 @@ def _reason(err: av.error.FFmpegError) -> str:
     return getattr(err, "strerror", None) or str(err)
 
 
+def _display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
+    for side_data in frame.side_data:
+        if side_data.type.name == "DISPLAYMATRIX":
+            return tuple(int(v) for v in np.frombuffer(bytes(side_data), dtype="<i4")[:9])
+    return None
+
+
 def _probe_video(path: Path) -> _Probe:
     container = _open_container(path)
     try:
@@ -454,6 +470,8 @@ def _probe_video(path: Path) -> _Probe:
             pix_fmt=first.format.name,
             bit_depth=bit_depth(first.format),
             has_audio=has_audio,
+            colour=ColourTags.of(first),
+            display_matrix=_display_matrix(first),
         )
     finally:
         container.close()

@@ -18,7 +18,7 @@ import numpy as np
 
 from vsrkit.errors import UserError
 from vsrkit.io.audio import AudioRemuxer
-from vsrkit.io.convert import default_matrix, rgb_to_frame, stream_colour_tags
+from vsrkit.io.convert import ColourTags, rgb_to_frame, stream_colour_tags, writer_matrix
 from vsrkit.io.images import encode_image, is_image
 
 logger = logging.getLogger(__name__)
@@ -90,6 +90,10 @@ class VideoWriter(_AtomicWriter):
         trim_audio: Drop audio past the end of the last written frame (set this when the
             frames were capped with ``max_frames``, so the audio does not run on).
         overwrite: Replace an existing output file.
+        colour: The source's colour description: RGB is converted back with its matrix and range
+            and the stream is tagged with all four tags (default: BT.709 for HD sizes, else BT.601,
+            limited range).
+        display_matrix: The source's display matrix (rotation, flips), written to the stream.
 
     Raises:
         UserError: The output exists (and ``overwrite`` is false), or an option is invalid.
@@ -109,6 +113,8 @@ class VideoWriter(_AtomicWriter):
         audio_from: str | os.PathLike | None = None,
         trim_audio: bool = False,
         overwrite: bool = False,
+        colour: ColourTags | None = None,
+        display_matrix: tuple[int, ...] | None = None,
     ):
         self.path = Path(path)
         if codec not in CODECS:
@@ -133,6 +139,7 @@ class VideoWriter(_AtomicWriter):
             self._check_pix_fmt()
         self.audio_from = Path(audio_from) if audio_from is not None else None
         self.trim_audio = trim_audio
+        self.colour, self.display_matrix = colour, display_matrix
         self.frames_written = 0
         self._partial = _partial_name(self.path)
         self._container = None
@@ -176,7 +183,7 @@ class VideoWriter(_AtomicWriter):
             self._start(frames.dtype)
         step = (1 / self.fps) / self.time_base  # time_base units per frame
         for index, rgb in enumerate(frames):
-            frame = rgb_to_frame(rgb, self._stream.pix_fmt, self._matrix)
+            frame = rgb_to_frame(rgb, self._stream.pix_fmt, self._matrix, self._full_range)
             if pts is not None:
                 stamp = int(pts[index])
             else:
@@ -250,10 +257,17 @@ class VideoWriter(_AtomicWriter):
                 # Apple players need the hvc1 tag for H.265 in MP4.
                 if self.path.suffix.lower() in _FASTSTART_SUFFIXES:
                     stream.codec_context.codec_tag = "hvc1"
-        self._matrix = default_matrix(self.width, self.height)
-        if not av.VideoFormat(pix_fmt).is_rgb:
-            for key, value in stream_colour_tags(self._matrix, pix_fmt).items():
-                setattr(stream.codec_context, key, value)
+        self._matrix = writer_matrix(self.width, self.height, self.colour)
+        tags = stream_colour_tags(self._matrix, pix_fmt, self.colour)
+        self._full_range = tags["color_range"] == 2
+        if av.VideoFormat(pix_fmt).is_rgb:
+            # RGB samples have no matrix or range; the source's primaries and transfer still apply.
+            specified = self.colour.specified() if self.colour is not None else {}
+            tags = {k: v for k, v in specified.items() if k in ("color_primaries", "color_trc")}
+        for key, value in tags.items():
+            setattr(stream.codec_context, key, value)
+        if self.display_matrix is not None:
+            stream.set_display_matrix(list(self.display_matrix))
         self._stream = stream
         if self.audio_from is not None:
             self._audio = AudioRemuxer(self.audio_from, self._container)
