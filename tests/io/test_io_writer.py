@@ -318,3 +318,10 @@ def test_full_range_bt709_source_is_written_full_range_bt709(tmp_path):
         rgb = frame.to_ndarray(format="rgb24", src_colorspace=Colorspace.ITU709, src_color_range=ColorRange.JPEG,
                                dst_color_range=ColorRange.JPEG)
     assert np.abs(rgb.astype(int) - frames[0].astype(int)).max() <= 3
+
+
+def test_colour_tags_of_an_untagged_yuvj_frame_are_full_range():
+    from vsrkit.io.convert import ColourTags
+
+    assert ColourTags.of(av.VideoFrame(16, 16, "yuvj420p")) == ColourTags(matrix=2, primaries=2, transfer=2, range=2)
+    assert ColourTags.of(av.VideoFrame(16, 16, "yuv420p")).range == 0
