@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 
@@ -179,3 +180,22 @@ def test_truncated_input_is_said_in_log_and_summary_or_refused(real_data, tmp_pa
     assert len(lines) == 1 and lines[0].startswith(f"error: Input {cut} is truncated"), refused.stderr
     assert "17 frames decoded, the container declares 32" in lines[0]
     assert not (tmp_path / "no.mp4").exists() and not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_frames_folder_output_keeps_the_input_names(real_data, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    frames_in = tmp_path / "in"
+    frames_in.mkdir()
+    for name in ("001.png", "002.png", "010.png"):
+        shutil.copy(real_data / "yhjo09_VSR-DUF_Vid4/calendar/LR_BDx4" / name, frames_in / name)
+    out = vsrkit("infer", "method=bicubic", "scale=2", f"input={frames_in}", f"output={tmp_path / 'out'}")
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["001.png", "002.png", "010.png"]
+    # Each output is its own input upscaled (PIL bicubic as an independent reference, 1 level of rounding).
+    for name in ("001.png", "010.png"):
+        lr = Image.open(frames_in / name).convert("RGB")
+        ref = np.asarray(lr.resize((lr.width * 2, lr.height * 2), Image.BICUBIC)).astype(int)
+        assert np.abs(np.asarray(Image.open(tmp_path / "out" / name).convert("RGB")).astype(int) - ref).mean() < 0.5

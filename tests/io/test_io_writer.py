@@ -325,3 +325,15 @@ def test_colour_tags_of_an_untagged_yuvj_frame_are_full_range():
 
     assert ColourTags.of(av.VideoFrame(16, 16, "yuvj420p")) == ColourTags(matrix=2, primaries=2, transfer=2, range=2)
     assert ColourTags.of(av.VideoFrame(16, 16, "yuv420p")).range == 0
+
+
+def test_frames_writer_uses_the_given_names(tmp_path, helpers):
+    frames = helpers.gradient_frames(2, 8, 8)
+    with FramesWriter(tmp_path / "out", names=["a_001.png", "a_002.tif"]) as writer:
+        writer.write(frames)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_001.png", "a_002.tif"]
+    assert np.array_equal(read_image(tmp_path / "out" / "a_002.tif"), frames[1])
+    with pytest.raises(ValueError, match="got frame 2 but only 1 names"):
+        with FramesWriter(tmp_path / "short", names=["x.png"]) as writer:
+            writer.write(frames)
+    assert not (tmp_path / "short").exists() and not _partials(tmp_path)

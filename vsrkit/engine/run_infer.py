@@ -58,8 +58,10 @@ def parse_fps(text: str) -> Fraction:
     return fps
 
 
-def open_writer(dst: Path, info, scale: int, io_cfg: IOConfig, overwrite: bool, src: Path, capped: bool = False):
-    """The writer for ``dst``: a video file, an image, or a frames folder (no suffix)."""
+def open_writer(dst: Path, info, scale: int, io_cfg: IOConfig, overwrite: bool, src: Path, capped: bool = False,
+                names: list[str] | None = None):
+    """The writer for ``dst``: a video file, an image, or a frames folder (no suffix) whose files are
+    called ``names`` (the input frames' names) when given."""
     from vsrkit.io import FramesWriter, VideoWriter
 
     width, height = info.width * scale, info.height * scale
@@ -74,7 +76,7 @@ def open_writer(dst: Path, info, scale: int, io_cfg: IOConfig, overwrite: bool, 
         )
     if dst.suffix:
         return _ImageWriter(dst, overwrite)
-    return FramesWriter(dst, overwrite=overwrite)
+    return FramesWriter(dst, overwrite=overwrite, names=names)
 
 
 class _ImageWriter:
@@ -179,7 +181,8 @@ def upscale_file(runner: WindowRunner, src: Path, dst: Path, *, io_cfg: IOConfig
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
     written = 0
-    with open_writer(dst, info, scale, io_cfg, overwrite, src, capped=num_frames < info.num_frames) as writer:
+    with open_writer(dst, info, scale, io_cfg, overwrite, src, capped=num_frames < info.num_frames,
+                     names=source.frame_names()) as writer:
         chunks = source.chunks(decode_chunk, max_frames=num_frames)
         for frames, pts in upscale_stream(runner, chunks, num_frames, keyframes):
             writer.write(model_to_frames(frames, info.dtype), pts=None if pts and pts[0] is None else pts)

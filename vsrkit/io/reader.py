@@ -186,6 +186,10 @@ class FrameSource:
                             count)
         return self._info
 
+    def frame_names(self) -> list[str] | None:
+        """File names of a frames folder's frames in reading order (None for a video or an image)."""
+        return [file.name for file in self._frame_files] if self.kind == "frames" else None
+
     def frame_pts(self) -> list[int] | None:
         """Timestamp of every frame in ``info.time_base`` units (decodes a video once, cached).
 

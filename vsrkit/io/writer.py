@@ -315,7 +315,8 @@ class VideoWriter(_AtomicWriter):
 
 
 class FramesWriter(_AtomicWriter):
-    """Write RGB frames as ``000000.png``, ``000001.png`` ... into a folder, atomically.
+    """Write RGB frames into a folder as images, atomically: under the given names (an upscaled
+    frames folder mirrors its input's file names), else as ``000000.png``, ``000001.png`` ...
 
     Frames go to a temporary folder beside the target, renamed to the target on success.
 
@@ -323,14 +324,21 @@ class FramesWriter(_AtomicWriter):
         folder: Output folder.
         overwrite: Replace an existing folder, but only one that holds nothing except image
             files (a safety net against wiping a wrong path).
-        suffix: Image type of the frames, ``.png`` (8/16-bit lossless) by default.
+        suffix: Image type of numbered frames, ``.png`` (8/16-bit lossless) by default.
+        names: File name of each frame in order (the input folder's names; the extension picks
+            the image type); writing more frames than names is an error.
 
     Raises:
         UserError: The folder exists (and ``overwrite`` is false), or holds other files.
     """
 
-    def __init__(self, folder: str | os.PathLike, overwrite: bool = False, suffix: str = ".png"):
+    def __init__(self, folder: str | os.PathLike, overwrite: bool = False, suffix: str = ".png",
+                 names: list[str] | None = None):
         self.folder = Path(folder)
+        self.names = list(names) if names is not None else None
+        for name in self.names or []:
+            if not is_image(name) or Path(name).name != name:
+                raise UserError(f"Frame name {name!r} for {self.folder} must be an image file name (.png, .jpg ...).")
         self.suffix = suffix if suffix.startswith(".") else f".{suffix}"
         if not is_image(f"x{self.suffix}"):
             raise UserError(f"`suffix` must be an image type like .png. Got {suffix!r}.")
@@ -370,8 +378,14 @@ class FramesWriter(_AtomicWriter):
         if not isinstance(frames, np.ndarray) or frames.ndim != 4:
             raise ValueError(f"frames must be a (T, H, W, 3) array. Got {getattr(frames, 'shape', type(frames))}.")
         for rgb in frames:
-            name = self._partial / f"{self.frames_written:06d}{self.suffix}"
-            name.write_bytes(encode_image(rgb, self.suffix))
+            if self.names is None:
+                name = self._partial / f"{self.frames_written:06d}{self.suffix}"
+            elif self.frames_written < len(self.names):
+                name = self._partial / self.names[self.frames_written]
+            else:
+                raise ValueError(f"FramesWriter for {self.folder} got frame {self.frames_written + 1} but only "
+                                 f"{len(self.names)} names.")
+            name.write_bytes(encode_image(rgb, name.suffix))
             self.frames_written += 1
 
     def close(self) -> Path:
