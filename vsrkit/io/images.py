@@ -14,6 +14,7 @@ from av.video.reformatter import Colorspace
 
 from vsrkit.errors import UserError, VideoReadError
 from vsrkit.io.convert import bit_depth, frame_to_rgb, rgb_to_frame
+from vsrkit.io.publish import partial_path, publish, remove_stale_partials
 
 logger = logging.getLogger(__name__)
 
@@ -178,10 +179,11 @@ def write_image(path: str | os.PathLike, frame: np.ndarray, overwrite: bool = Fa
         raise UserError(f"Output {path} already exists; set overwrite=true to replace it.")
     data = encode_image(frame, path.suffix)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}{path.suffix}")
+    remove_stale_partials(path)
+    temporary = partial_path(path)
     try:
         temporary.write_bytes(data)
-        os.replace(temporary, path)
+        publish(temporary, path, overwrite)
     finally:
         temporary.unlink(missing_ok=True)
     return path

@@ -1,8 +1,9 @@
 """Atomic writers: a video file (H.264, H.265 or lossless FFV1, audio copied) or a frames folder.
 
-Both write to a temporary name beside the target and rename on success; on an exception the
-temporary file or folder is deleted, so a crash never leaves a half-written output under the
-real name.
+Both write to a temporary name beside the target and publish it under the real name on success,
+never replacing a file that appeared meanwhile unless ``overwrite`` (:mod:`vsrkit.io.publish`);
+on an exception (also SIGINT/SIGTERM, which the command line turns into one) the temporary file
+or folder is deleted, so a crash never leaves a half-written output under the real name.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from vsrkit.errors import UserError
 from vsrkit.io.audio import AudioRemuxer
 from vsrkit.io.convert import ColourTags, rgb_to_frame, stream_colour_tags, writer_matrix
 from vsrkit.io.images import encode_image, is_image
+from vsrkit.io.publish import partial_path, publish, remove_stale_partials
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +40,6 @@ _DEFAULT_PIX_FMT = {
 # Chroma-subsampled formats need even sizes; odd sizes fall back to the 4:4:4 twin.
 _FULL_CHROMA = {"yuv420p": "yuv444p", "yuv420p10le": "yuv444p10le"}
 _FASTSTART_SUFFIXES = (".mp4", ".mov", ".m4v")
-
-
-def _partial_name(path: Path) -> Path:
-    # Keep the real extension last so FFmpeg picks the same muxer as for the final name.
-    return path.with_name(f".{path.name}.partial-{os.getpid()}{path.suffix}")
 
 
 class _AtomicWriter:
@@ -140,8 +137,9 @@ class VideoWriter(_AtomicWriter):
         self.audio_from = Path(audio_from) if audio_from is not None else None
         self.trim_audio = trim_audio
         self.colour, self.display_matrix = colour, display_matrix
+        self.overwrite = overwrite
         self.frames_written = 0
-        self._partial = _partial_name(self.path)
+        self._partial = partial_path(self.path)
         self._container = None
         self._stream = None
         self._audio: AudioRemuxer | None = None
@@ -152,6 +150,7 @@ class VideoWriter(_AtomicWriter):
     def open(self) -> None:
         """Create the temporary output file (called by ``with``)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(self.path)
         options = {}
         if self.path.suffix.lower() in _FASTSTART_SUFFIXES:
             # Move the index to the front so players can start before the download ends.
@@ -297,8 +296,8 @@ class VideoWriter(_AtomicWriter):
             self.abort()
             raise
         self._container = None
-        os.replace(self._partial, self.path)
-        logger.info("Wrote %d frames to %s.", self.frames_written, self.path)
+        publish(self._partial, self.path, self.overwrite)
+        logger.debug("Wrote %d frames to %s.", self.frames_written, self.path)
         return self.path
 
     def abort(self) -> None:
@@ -355,11 +354,12 @@ class FramesWriter(_AtomicWriter):
                 )
         self.overwrite = overwrite
         self.frames_written = 0
-        self._partial = self.folder.with_name(f".{self.folder.name}.partial-{os.getpid()}")
+        self._partial = partial_path(self.folder)
         self._open = False
 
     def open(self) -> None:
         """Create the temporary folder (called by ``with``)."""
+        remove_stale_partials(self.folder)
         if self._partial.exists():
             shutil.rmtree(self._partial)
         self._partial.mkdir(parents=True)
@@ -393,14 +393,8 @@ class FramesWriter(_AtomicWriter):
         if not self._open:
             return self.folder
         self._open = False
-        if self.folder.exists():
-            old = self.folder.with_name(f".{self.folder.name}.old-{os.getpid()}")
-            os.replace(self.folder, old)
-            os.replace(self._partial, self.folder)
-            shutil.rmtree(old)
-        else:
-            os.replace(self._partial, self.folder)
-        logger.info("Wrote %d frames to %s.", self.frames_written, self.folder)
+        publish(self._partial, self.folder, self.overwrite)
+        logger.debug("Wrote %d frames to %s.", self.frames_written, self.folder)
         return self.folder
 
     def abort(self) -> None:
