@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from vsrkit.engine.inference import WindowRunner, model_to_frames, upscale_stream
+from vsrkit.engine.progress import InferProgress
 from vsrkit.engine.settings import IOConfig
 from vsrkit.errors import UserError, VideoReadError
 
@@ -158,7 +159,8 @@ def upscale_file(runner: WindowRunner, src: Path, dst: Path, *, io_cfg: IOConfig
         decode_chunk: Frames decoded at a time.
         keyframes_for: Optional callable ``(source, num_frames) -> {frame index: (3, H*s, W*s) tensor}``
             for methods whose spec uses keyframes.
-        progress: Show a progress bar.
+        progress: Show progress (a bar on a terminal, else a log line every 10 s): window, tile, the
+            method's stage, fps and ETA.
     """
     from vsrkit.io import open_source
 
@@ -175,34 +177,26 @@ def upscale_file(runner: WindowRunner, src: Path, dst: Path, *, io_cfg: IOConfig
     num_frames = info.num_frames if max_frames is None else min(info.num_frames, max_frames)
     keyframes = keyframes_for(source, num_frames) if keyframes_for is not None else None
     scale = runner.spec.scale
-    bar = _progress_bar(num_frames, f"{src.name} -> {dst.name}", progress)
+    runner.progress = InferProgress(num_frames, f"{src.name} -> {dst.name}", enabled=progress)
     device = runner.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
     written = 0
-    with open_writer(dst, info, scale, io_cfg, overwrite, src, capped=num_frames < info.num_frames,
-                     names=source.frame_names()) as writer:
-        chunks = source.chunks(decode_chunk, max_frames=num_frames)
-        for frames, pts in upscale_stream(runner, chunks, num_frames, keyframes):
-            writer.write(model_to_frames(frames, info.dtype), pts=None if pts and pts[0] is None else pts)
-            written += frames.shape[1]
-            if bar is not None:
-                bar.update(frames.shape[1])
-    if bar is not None:
-        bar.close()
+    try:
+        with open_writer(dst, info, scale, io_cfg, overwrite, src, capped=num_frames < info.num_frames,
+                         names=source.frame_names()) as writer:
+            chunks = source.chunks(decode_chunk, max_frames=num_frames)
+            for frames, pts in upscale_stream(runner, chunks, num_frames, keyframes):
+                writer.write(model_to_frames(frames, info.dtype), pts=None if pts and pts[0] is None else pts)
+                written += frames.shape[1]
+    finally:
+        runner.progress.close()
+        runner.progress = None
     seconds = time.perf_counter() - started
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    logger.info("%s: %d frames in %.2f s (%.3f s/frame) -> %s", src, written, seconds, seconds / max(written, 1), dst)
+    logger.debug("%s: %d frames in %.2f s (%.3f s/frame) -> %s", src, written, seconds, seconds / max(written, 1), dst)
     return FileStats(str(src), str(dst), written, seconds, int(peak), notes)
-
-
-def _progress_bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="frame", leave=False, dynamic_ncols=True)
 
 
 def validation_hook(config, scale: int):

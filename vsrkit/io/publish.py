@@ -52,6 +52,14 @@ def partial_path(final: str | os.PathLike, kind: str = "partial") -> Path:
     return final.with_name(f".{final.name}.{kind}-{_HOST}-{os.getpid()}{final.suffix}")
 
 
+def public_path(path: str | os.PathLike) -> Path:
+    """The output a temporary name stands for (``.out.mp4.partial-host-1234.mp4`` -> ``out.mp4``);
+    other paths unchanged. Messages name outputs, never their temporary files."""
+    path = Path(path)
+    match = _TEMPORARY.match(path.name)
+    return path.with_name(match["name"]) if match else path
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

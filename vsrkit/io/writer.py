@@ -157,6 +157,8 @@ class VideoWriter(_AtomicWriter):
             options["movflags"] = "+faststart"
         try:
             self._container = av.open(str(self._partial), mode="w", container_options=options)
+        except OSError:
+            raise  # a folder it may not write, a full disk: the command line says which, in one line
         except (av.error.FFmpegError, ValueError) as err:
             raise UserError(f"Output {self.path}: cannot write this file type ({err}).") from None
         encoder = _ENCODERS[self.codec]

@@ -262,3 +262,10 @@ def test_golden_values(loaded, scale):
         _configure(loaded, ref_guidance_scale=1.0)
     idx = torch.linspace(0, out.numel() - 1, 16).long()
     torch.testing.assert_close(out[idx], torch.tensor(GOLDEN[scale]), rtol=0, atol=1e-3)
+
+
+def test_window_reports_its_stages(loaded):
+    stages = []
+    lq, _ = _inputs()
+    loaded.upscale(lq, WindowContext(generator=torch.Generator().manual_seed(0), on_stage=lambda *s: stages.append(s)))
+    assert stages == [("encode", 0, 1), ("denoise", 0, 1), ("decode", 0, 1)]

@@ -360,10 +360,13 @@ class SparkVSRMethod:
             raise ValueError(f"sparkvsr windows must have 8k+1 frames and an output size that is a multiple of 16. "
                              f"Got T={t}, output {size}.")
         generator = context.generator
+        context.stage("encode")
         hr = upsample_frames(lq.float(), size, self.config.upscale_mode)
         z_lr = self.encode(hr, generator)
         z_kf = self.encode_keyframes(context.keyframes or {}, z_lr[:1], generator)
+        context.stage("denoise", 0, 1)
         x0, copies = self.denoise(z_lr, z_kf, generator, self.config.ref_guidance_scale)
+        context.stage("decode")
         out = self.backbone.vae.decode(x0[:, :, copies:])
         return out.float().clamp(-1.0, 1.0)
 
