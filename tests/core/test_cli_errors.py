@@ -144,3 +144,9 @@ def test_missing_keyframe_image_is_called_missing(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(UserError, match=r"notes\.txt is not an image file"):
         _image_files([str(tmp_path / "notes.txt")])
+
+
+def test_output_type_that_cannot_be_written_is_refused_before_work(clip, tmp_path):
+    line = one_error_line(vsrkit("infer", "method=bicubic", f"input={clip}", f"output={tmp_path / 'o.ts'}"))
+    assert line.startswith(f"error: Output {tmp_path / 'o.ts'}: a .ts file cannot hold h264 video")
+    assert list(tmp_path.iterdir()) == []

@@ -11,7 +11,7 @@ def run(cfg) -> None:
     from vsrkit.engine.build import build_method, hydra_choice, random_weights_note, to_dataclass
     from vsrkit.engine.inference import WindowRunner, apply_overrides, resolve_device
     from vsrkit.engine.run_infer import upscale_file
-    from vsrkit.io import list_inputs
+    from vsrkit.io import check_output, list_inputs
 
     method_name, backbone_name = hydra_choice("method"), hydra_choice("backbone")
     engine_cfg = to_dataclass(cfg.engine, "engine")
@@ -19,6 +19,8 @@ def run(cfg) -> None:
     if cfg.max_frames is not None and (not isinstance(cfg.max_frames, int) or cfg.max_frames < 1):
         raise UserError(f"`max_frames` must be an integer >= 1 or null. Got {cfg.max_frames}.")
     pairs = list_inputs(cfg.input, cfg.output)
+    for _, dst in pairs:
+        check_output(dst, io_cfg.codec)
     if not cfg.overwrite:
         existing = [dst for _, dst in pairs if Path(dst).exists()]
         if existing:

@@ -21,8 +21,6 @@ from vsrkit.errors import UserError, VideoReadError
 
 logger = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v")
-
 
 @dataclass
 class FileStats:
@@ -63,10 +61,10 @@ def open_writer(dst: Path, info, scale: int, io_cfg: IOConfig, overwrite: bool, 
                 names: list[str] | None = None):
     """The writer for ``dst``: a video file, an image, or a frames folder (no suffix) whose files are
     called ``names`` (the input frames' names) when given."""
-    from vsrkit.io import FramesWriter, VideoWriter
+    from vsrkit.io import FramesWriter, VideoWriter, is_video
 
     width, height = info.width * scale, info.height * scale
-    if dst.suffix.lower() in VIDEO_SUFFIXES:
+    if is_video(dst):
         fps = info.fps if info.fps is not None else parse_fps(io_cfg.frames_fps)
         return VideoWriter(
             dst, width=width, height=height, fps=fps,

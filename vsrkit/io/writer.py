@@ -20,7 +20,8 @@ import numpy as np
 from vsrkit.errors import UserError
 from vsrkit.io.audio import AudioRemuxer
 from vsrkit.io.convert import ColourTags, rgb_to_frame, stream_colour_tags, writer_matrix
-from vsrkit.io.images import encode_image, is_image
+from vsrkit.io.images import encode_image
+from vsrkit.io.kinds import WRITABLE_IMAGE_EXTENSIONS, is_image, is_video, writable_image
 from vsrkit.io.publish import partial_path, publish, remove_stale_partials
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,54 @@ _DEFAULT_PIX_FMT = {
 # Chroma-subsampled formats need even sizes; odd sizes fall back to the 4:4:4 twin.
 _FULL_CHROMA = {"yuv420p": "yuv444p", "yuv420p10le": "yuv444p10le"}
 _FASTSTART_SUFFIXES = (".mp4", ".mov", ".m4v")
+
+
+def _container_codecs(suffix: str) -> set[str]:
+    """Codecs FFmpeg's muxer for ``suffix`` accepts (opened on an empty temporary file)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="vsrkit-probe-") as folder:
+        try:
+            container = av.open(os.path.join(folder, f"probe{suffix}"), mode="w")
+        except (av.error.FFmpegError, ValueError):
+            return set()
+        try:
+            return set(container.supported_codecs)
+        finally:
+            container.close()
+
+
+def check_output(path: str | os.PathLike, codec: str = "h264") -> None:
+    """Refuse, before any work, an output vsrkit could only fail to write at the end.
+
+    Args:
+        path: The output: a video file, an image file, or a frames folder (no suffix).
+        codec: The video codec it would get (``io.codec``).
+
+    Raises:
+        UserError: A video type whose container cannot hold ``codec``, an image type vsrkit cannot
+            write, or a suffix that is neither.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not suffix:
+        return
+    if is_image(path):
+        if not writable_image(path):
+            raise UserError(f"Output {path}: vsrkit reads {suffix} images but cannot write them; use one of "
+                            f"{list(WRITABLE_IMAGE_EXTENSIONS)}.")
+        return
+    if not is_video(path):
+        raise UserError(f"Output {path}: {suffix} is neither a video nor an image type vsrkit writes; use .mp4 or "
+                        f".mkv for videos, .png for images.")
+    if codec not in CODECS:
+        raise UserError(f"`codec` must be one of {list(CODECS)}. Got {codec!r}.")
+    supported = _container_codecs(suffix)
+    if codec not in supported and _ENCODERS[codec] not in supported:
+        fits = [c for c in CODECS if c in supported or _ENCODERS[c] in supported]
+        hint = f" (it holds {', '.join(fits)}: set io.codec)" if fits else ""
+        raise UserError(f"Output {path}: a {suffix} file cannot hold {codec} video{hint}; use .mkv (any codec) or "
+                        f".mp4 (h264, h265).")
 
 
 class _AtomicWriter:
@@ -340,6 +389,11 @@ class FramesWriter(_AtomicWriter):
         for name in self.names or []:
             if not is_image(name) or Path(name).name != name:
                 raise UserError(f"Frame name {name!r} for {self.folder} must be an image file name (.png, .jpg ...).")
+        if self.names is not None and not all(writable_image(n) for n in self.names):
+            # Types vsrkit reads but cannot write (WebP) keep their stem, as lossless PNG.
+            logger.info("%s: frames named like the input, as .png where the input type cannot be written",
+                        self.folder)
+            self.names = [n if writable_image(n) else f"{Path(n).stem}.png" for n in self.names]
         self.suffix = suffix if suffix.startswith(".") else f".{suffix}"
         if not is_image(f"x{self.suffix}"):
             raise UserError(f"`suffix` must be an image type like .png. Got {suffix!r}.")
