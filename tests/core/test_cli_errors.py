@@ -150,3 +150,9 @@ def test_output_type_that_cannot_be_written_is_refused_before_work(clip, tmp_pat
     line = one_error_line(vsrkit("infer", "method=bicubic", f"input={clip}", f"output={tmp_path / 'o.ts'}"))
     assert line.startswith(f"error: Output {tmp_path / 'o.ts'}: a .ts file cannot hold h264 video")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_video_type_the_writer_can_hold_is_written(clip, tmp_path):
+    out = vsrkit("infer", "method=bicubic", "scale=1", "max_frames=2", f"input={clip}", f"output={tmp_path / 'o.flv'}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert frame_count(tmp_path / "o.flv") == 2
