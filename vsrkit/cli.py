@@ -28,8 +28,8 @@ examples:
   vsrkit train method=sparkvsr data=demo train.max_steps=2 train.output_dir=runs/a
   vsrkit bench -m method=bicubic,lanczos data=vid4-calendar
   vsrkit eval pred=out/ gt=GT/ 'metric=[psnr,ssim]'
-  vsrkit infer --help            (Hydra's help: config groups and options)
-  vsrkit infer method=bicubic --cfg job   (print the composed config)
+  vsrkit infer method=sparkvsr --help   (the method's options, each with its one-line doc)
+  vsrkit infer method=bicubic --cfg job (print the composed config)
 """
 
 HYDRA_COMMANDS = ("infer", "train", "bench", "eval")

@@ -199,3 +199,45 @@ def test_frames_folder_output_keeps_the_input_names(real_data, tmp_path):
         lr = Image.open(frames_in / name).convert("RGB")
         ref = np.asarray(lr.resize((lr.width * 2, lr.height * 2), Image.BICUBIC)).astype(int)
         assert np.abs(np.asarray(Image.open(tmp_path / "out" / name).convert("RGB")).astype(int) - ref).mean() < 0.5
+
+
+def test_infer_help_shows_the_chosen_method_options_with_their_docs():
+    out = vsrkit("infer", "method=sparkvsr", "--help")
+    assert out.returncode == 0, out.stderr
+    page = out.stdout
+    assert page.startswith("usage: vsrkit infer [INPUT OUTPUT]")
+    assert "  method=sparkvsr   (one of: bicubic, lanczos, sparkvsr)" in page
+    assert "method (sparkvsr) options (SparkVSRConfig):" in page
+    # One-line docs come from the config dataclasses' Args (text written here from SparkVSRConfig's docstring).
+    assert 'method.ref_guidance_scale=1.0    Keyframe ("reference-free") guidance `s`.' in page
+    assert "backbone.random_weights=false" in page and "engine.blend=linear" in page
+    assert "output=???                       mirrors the input kind; never equal to the input" in page
+    assert "schema/" not in page and "hydra/" not in page
+    lanczos = vsrkit("infer", "method=lanczos", "-h").stdout
+    assert "method.lobes=3" in lanczos and "method.ref_guidance_scale" not in lanczos
+
+
+def test_cfg_job_names_the_method():
+    out = vsrkit("infer", "method=lanczos", "input=a.mp4", "output=b.mp4", "--cfg", "job")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "# vsrkit infer: method=lanczos, backbone=none"
+
+
+def test_every_config_field_has_a_help_line():
+    from vsrkit.backbones.config import BackboneConfig
+    from vsrkit.builtins import register_builtins
+    from vsrkit.commands.help import field_docs
+    from vsrkit.engine.keyframes import KeyframesConfig
+    from vsrkit.engine.settings import EngineConfig, IOConfig
+    from vsrkit.engine.train_config import TrainConfig
+    from vsrkit.registry import METHODS
+
+    register_builtins()
+    classes = [BackboneConfig, EngineConfig, IOConfig, KeyframesConfig, TrainConfig]
+    classes += [METHODS.get_config(name) for name in METHODS.names() if METHODS.get_config(name) is not None]
+    for cls in classes:
+        import dataclasses
+
+        docs = field_docs(cls)
+        assert sorted(docs) == sorted(f.name for f in dataclasses.fields(cls)), cls.__name__
+        assert all(docs.values()), (cls.__name__, [k for k, v in docs.items() if not v])

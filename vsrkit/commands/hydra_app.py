@@ -264,17 +264,62 @@ def user_error_from_os_error(err: OSError) -> UserError | None:
     return UserError(f"cannot write {name or 'the output'}: {reason}. Nothing partial was left behind.")
 
 
+def _override_positions(args: list[str]) -> list[int]:
+    """Indices of the overrides in ``args`` (not flags, not the values that follow value flags)."""
+    where, skip_next = [], False
+    for i, arg in enumerate(args):
+        if skip_next:
+            skip_next = False
+        elif arg.startswith("-"):
+            skip_next = arg in _VALUE_FLAGS
+        else:
+            where.append(i)
+    return where
+
+
+def _own_page(command: str, args: list[str], overrides: list[str], packages: list[str]) -> str | None:
+    """``--help`` / ``-h`` and ``--cfg job`` are vsrkit's own pages (Hydra's list its internal groups
+    and no option descriptions, and its job config does not say which method runs); None otherwise."""
+    wants_help = any(a in ("--help", "-h") for a in args)
+    cfg_flag = next((i for i, a in enumerate(args) if a in ("--cfg", "-c")), None)
+    wants_job = cfg_flag is not None and args[cfg_flag + 1: cfg_flag + 2] == ["job"] \
+        and not any(a in ("--package", "-p") for a in args)
+    if not (wants_help or wants_job):
+        return None
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from vsrkit.commands.help import render_help, render_job_config
+
+    _check_group_choices(overrides, packages)
+    first = [o.lstrip("+") for o in _first_values(overrides) if not o.startswith(("hydra.", "hydra/"))]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            cfg = compose(config_name=command, overrides=first, return_hydra_config=True)
+    except Exception as err:  # Hydra/OmegaConf composition errors -> one line
+        raise UserError(f"bad option for `vsrkit {command}`: {str(err).splitlines()[0]}") from None
+    finally:
+        GlobalHydra.instance().clear()
+    return render_help(command, cfg) if wants_help else render_job_config(command, cfg)
+
+
 def run_hydra_command(command: str, args: list[str]) -> int:
     from vsrkit.plugins import setup_registries
 
     report = setup_registries()
     store_schemas()
     args = normalize_arguments(command, _with_searchpath(args, report.config_packages))
-    overrides = [a for a in args if not a.startswith("-")]
+    where = _override_positions(args)
+    overrides = [args[i] for i in where]
+    page = _own_page(command, args, overrides, report.config_packages)
+    if page is not None:
+        print(page, end="")
+        return 0
     if not any(a.split("=", 1)[0] in _INFO_FLAGS for a in args):
         _check_group_choices(overrides, report.config_packages)
-        checked = iter(_dry_compose_checked(command, overrides))
-        args = [a if a.startswith("-") else next(checked) for a in args]
+        for i, checked in zip(where, _dry_compose_checked(command, overrides)):
+            args[i] = checked
 
     task = importlib.import_module(f"vsrkit.commands.{command}").run
 
