@@ -42,7 +42,8 @@ POSITIONAL_KEYS = {"infer": ("input", "output"), "eval": ("pred", "gt")}
 # Config keys (last dotted part) that hold paths: their values are quoted for Hydra's grammar, so
 # spaces, commas, brackets, quotes and non-ASCII letters in file names need no care.
 PATH_KEYS = {"input", "output", "pred", "gt", "root", "output_dir", "path", "transformer_path", "vae_path",
-             "text_encoder_path", "prompt_cache_dir", "lq", "command_cwd", "pretrained_model_path"}
+             "text_encoder_path", "prompt_cache_dir", "lq", "command_cwd", "pretrained_model_path",
+             "start", "end"}  # start/end: times like 1:02.5 are not Hydra values either
 # OSError numbers that are the user's to fix, with what to do next.
 _OS_ERRORS = {
     errno.ENOSPC: "the disk is full; free space or write the output elsewhere",

@@ -18,6 +18,10 @@ def run(cfg) -> None:
     io_cfg = to_dataclass(cfg.io, "io")
     if cfg.max_frames is not None and (not isinstance(cfg.max_frames, int) or cfg.max_frames < 1):
         raise UserError(f"`max_frames` must be an integer >= 1 or null. Got {cfg.max_frames}.")
+    from vsrkit.engine.run_infer import parse_position
+
+    parse_position(cfg.start, "start")  # a malformed range fails before anything loads
+    parse_position(cfg.end, "end")
     pairs = list_inputs(cfg.input, cfg.output)
     for _, dst in pairs:
         check_output(dst, io_cfg.codec)
@@ -41,7 +45,7 @@ def run(cfg) -> None:
     for src, dst in pairs:
         stats = upscale_file(runner, Path(src), Path(dst), io_cfg=io_cfg, overwrite=cfg.overwrite,
                              max_frames=cfg.max_frames, decode_chunk=engine_cfg.decode_chunk,
-                             keyframes_for=keyframes_for)
+                             keyframes_for=keyframes_for, start=cfg.start, end=cfg.end)
         notes = stats.notes + ([weights_note] if weights_note else [])
         print(f"{stats.output}: {stats.frames} frames, {stats.seconds:.2f} s ({stats.seconds_per_frame * 1000:.1f} ms/frame)"
               + "".join(f"; {note}" for note in notes))

@@ -205,7 +205,7 @@ class FrameSource:
             self.info  # noqa: B018 -- counting fills the pts cache
         return list(self._pts)
 
-    def chunks(self, size: int, max_frames: int | None = None) -> Iterator[Chunk]:
+    def chunks(self, size: int, max_frames: int | None = None, first: int = 0) -> Iterator[Chunk]:
         """Stream the frames in chunks of ``size`` (the last one may be shorter).
 
         Nothing is decoded before the first chunk is asked for, and only one chunk is held.
@@ -213,6 +213,9 @@ class FrameSource:
         Args:
             size: Frames per chunk, >= 1.
             max_frames: Stop after this many frames (None: all).
+            first: Index of the first frame to yield; earlier frames are decoded (a video's
+                timestamps need them) but not converted or returned. ``Chunk.start`` counts from
+                the source's first frame.
 
         Yields:
             :class:`Chunk` with ``frames`` ``(T, H, W, 3)`` RGB, uint8 in [0, 255] (uint16 in
@@ -225,12 +228,14 @@ class FrameSource:
             raise ValueError(f"`size` must be >= 1. Got {size}.")
         if max_frames is not None and max_frames < 0:
             raise ValueError(f"`max_frames` must be >= 0 or None. Got {max_frames}.")
+        if first < 0:
+            raise ValueError(f"`first` must be >= 0. Got {first}.")
         if max_frames == 0:
             return
         frames: list[np.ndarray] = []
         stamps: list[int | None] = []
-        start = 0
-        source = self._iter_frames()
+        start = first
+        source = self._iter_frames(first)
         try:
             for array, pts in source:
                 frames.append(array)
@@ -239,7 +244,7 @@ class FrameSource:
                     yield self._chunk(frames, stamps, start)
                     start += len(frames)
                     frames, stamps = [], []
-                if max_frames is not None and start + len(frames) >= max_frames:
+                if max_frames is not None and start - first + len(frames) >= max_frames:
                     break
             if frames:
                 yield self._chunk(frames, stamps, start)
@@ -264,13 +269,14 @@ class FrameSource:
         pts = None if self.kind == "image" else [int(s) for s in stamps]
         return Chunk(frames=np.stack(frames, axis=0), pts=pts, start=start)
 
-    def _iter_frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
+    def _iter_frames(self, first: int = 0) -> Iterator[tuple[np.ndarray, int | None]]:
         high = self._probe.bit_depth > 8
         if self.kind == "image":
-            yield read_image(self.path, high_bit_depth=high), None
+            if first == 0:
+                yield read_image(self.path, high_bit_depth=high), None
             return
         if self.kind == "frames":
-            for index, file in enumerate(self._frame_files):
+            for index, file in enumerate(self._frame_files[first:], start=first):
                 array = read_image(file, high_bit_depth=high)
                 if array.shape[:2] != (self.height, self.width):
                     raise VideoReadError(
@@ -282,7 +288,9 @@ class FrameSource:
         stamps = _Timestamps(self._probe, self.path)
         for index, frame in enumerate(decode_frames(self.path)):
             self._check_size(frame, index)
-            yield frame_to_rgb(frame, high_bit_depth=high), stamps.next(frame.pts)
+            pts = stamps.next(frame.pts)
+            if index >= first:
+                yield frame_to_rgb(frame, high_bit_depth=high), pts
 
     def _check_size(self, frame: av.VideoFrame, index: int) -> None:
         if (frame.width, frame.height) != (self.width, self.height):

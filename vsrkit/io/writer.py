@@ -135,6 +135,9 @@ class VideoWriter(_AtomicWriter):
         audio_from: A file whose first audio stream is copied into the output (no re-encode).
         trim_audio: Drop audio past the end of the last written frame (set this when the
             frames were capped with ``max_frames``, so the audio does not run on).
+        audio_start: For a segment of the source: the source time (seconds) of its first frame;
+            earlier audio is dropped and the rest moved to the output's clock (see ``audio_origin``).
+        audio_origin: The source time the output's clock starts from (its first frame's time).
         overwrite: Replace an existing output file.
         colour: The source's colour description: RGB is converted back with its matrix and range
             and the stream is tagged with all four tags (default: BT.709 for HD sizes, else BT.601,
@@ -158,6 +161,8 @@ class VideoWriter(_AtomicWriter):
         pix_fmt: str | None = None,
         audio_from: str | os.PathLike | None = None,
         trim_audio: bool = False,
+        audio_start: Fraction | None = None,
+        audio_origin: Fraction = Fraction(0),
         overwrite: bool = False,
         colour: ColourTags | None = None,
         display_matrix: tuple[int, ...] | None = None,
@@ -185,6 +190,7 @@ class VideoWriter(_AtomicWriter):
             self._check_pix_fmt()
         self.audio_from = Path(audio_from) if audio_from is not None else None
         self.trim_audio = trim_audio
+        self.audio_start, self.audio_origin = audio_start, audio_origin
         self.colour, self.display_matrix = colour, display_matrix
         self.overwrite = overwrite
         self.frames_written = 0
@@ -320,7 +326,7 @@ class VideoWriter(_AtomicWriter):
             stream.set_display_matrix(list(self.display_matrix))
         self._stream = stream
         if self.audio_from is not None:
-            self._audio = AudioRemuxer(self.audio_from, self._container)
+            self._audio = AudioRemuxer(self.audio_from, self._container, self.audio_start, self.audio_origin)
 
     # -- finishing -------------------------------------------------------------------------
     def close(self) -> Path:
