@@ -92,7 +92,7 @@ def _build_one(cls, config: dict, source, preset: Preset, kind: str, device, dty
     return model
 
 
-def _apply_vae_kernels(vae: torch.nn.Module, cfg: BackboneConfig, preset) -> None:
+def _apply_vae_kernels(vae: torch.nn.Module, cfg: BackboneConfig, preset, device: torch.device) -> None:
     if cfg.vae_kernels == "native" or preset.family != "cogvideox":
         return
     from vsrkit.backbones import kernels
@@ -104,7 +104,10 @@ def _apply_vae_kernels(vae: torch.nn.Module, cfg: BackboneConfig, preset) -> Non
         return
     from vsrkit.backbones.cogvideox_fused import fuse_vae
 
-    logger.info("preset %s: fused VAE kernels in %d modules", preset.name, fuse_vae(vae))
+    fused = fuse_vae(vae)
+    # The fused kernels only run on CUDA (elsewhere the modules run diffusers' forward): say so there only.
+    logger.log(logging.INFO if device.type == "cuda" else logging.DEBUG, "preset %s: fused VAE kernels in %d modules",
+               preset.name, fused)
 
 
 def build_models(cfg: BackboneConfig, device: torch.device | str = "cpu",
@@ -155,7 +158,7 @@ def build_models(cfg: BackboneConfig, device: torch.device | str = "cpu",
     vae = _build_one(v_cls, v_config, layout.vae, preset, "vae", home, vae_dtype, cfg.seed)
     if cfg.vae_slicing:
         vae.enable_slicing()
-    _apply_vae_kernels(vae, cfg, preset)
+    _apply_vae_kernels(vae, cfg, preset, device)
 
     scheduler_config = {k: v for k, v in (layout.scheduler_config or preset.scheduler).items() if not k.startswith("_")}
 

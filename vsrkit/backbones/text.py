@@ -70,15 +70,19 @@ class PromptEncoder:
             ``None`` means a cache miss is an error (real presets) or noise (tiny presets).
         random: The transformer has random weights (``backbone.random_weights``): embeddings are
             noise like a tiny preset's, unless a text encoder is given.
+        device: Where the text encoder runs on a cache miss (the backbone's device, i.e.
+            ``engine.device``); None: CUDA when available.
     """
 
     def __init__(self, preset: Preset, cache_dir: str | os.PathLike | None = None,
-                 text_encoder_path: str | os.PathLike | None = None, random: bool = False):
+                 text_encoder_path: str | os.PathLike | None = None, random: bool = False,
+                 device: torch.device | str | None = None):
         self.preset = preset
         self.spec = preset.text
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.text_encoder_path = Path(text_encoder_path) if text_encoder_path else None
         self.random = random or preset.tiny
+        self.device = torch.device(device) if device is not None else None
         self.encoder_loads = 0  # how many times a text encoder was loaded (tests, logs)
 
     def cache_file(self, text: str) -> Path:
@@ -180,7 +184,7 @@ class PromptEncoder:
         from transformers import AutoTokenizer, T5EncoderModel, UMT5EncoderModel
 
         enc_dir, tok_dir = self._locate()
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = self.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         cls = UMT5EncoderModel if self.spec.encoder == "umt5" else T5EncoderModel
         logger.info("prompt cache miss: loading %s from %s", cls.__name__, enc_dir)

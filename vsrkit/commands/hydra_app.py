@@ -341,4 +341,10 @@ def run_hydra_command(command: str, args: list[str]) -> int:
 
     sys.argv = [f"vsrkit-{command}"] + args
     hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=command)(task_with_errors)()
+    if command == "bench":
+        from vsrkit.commands.bench import FAILED_JOBS
+
+        if FAILED_JOBS:  # the sweep went on and its summary marks them; the exit status says so too
+            print(f"error: {len(FAILED_JOBS)} bench job(s) failed: {'; '.join(FAILED_JOBS)}", file=sys.stderr)
+            return 1
     return 0

@@ -10,7 +10,7 @@ from vsrkit.errors import UserError
 def run(cfg) -> None:
     from vsrkit.engine.build import build_method, hydra_choice, random_weights_note, to_dataclass
     from vsrkit.engine.inference import WindowRunner, apply_overrides, resolve_device
-    from vsrkit.engine.run_infer import upscale_file
+    from vsrkit.engine.run_infer import parse_position, upscale_file
     from vsrkit.io import check_output, list_inputs
 
     method_name, backbone_name = hydra_choice("method"), hydra_choice("backbone")
@@ -18,8 +18,6 @@ def run(cfg) -> None:
     io_cfg = to_dataclass(cfg.io, "io")
     if cfg.max_frames is not None and (not isinstance(cfg.max_frames, int) or cfg.max_frames < 1):
         raise UserError(f"`max_frames` must be an integer >= 1 or null. Got {cfg.max_frames}.")
-    from vsrkit.engine.run_infer import parse_position
-
     parse_position(cfg.start, "start")  # a malformed range fails before anything loads
     parse_position(cfg.end, "end")
     pairs = list_inputs(cfg.input, cfg.output)
@@ -33,12 +31,12 @@ def run(cfg) -> None:
     method = build_method(cfg, method_name, backbone_name, cfg.scale)
     spec = apply_overrides(method.window_spec(), engine_cfg.window, engine_cfg.overlap, engine_cfg.tile,
                            engine_cfg.tile_overlap)
+    device = resolve_device(engine_cfg.device)
     keyframes_for = None
     if spec.uses_keyframes:
         from vsrkit.engine.run_infer import keyframes_from_config
 
-        keyframes_for = keyframes_from_config(cfg.keyframes, scale=spec.scale)
-    device = resolve_device(engine_cfg.device)
+        keyframes_for = keyframes_from_config(cfg.keyframes, scale=spec.scale, device=device)
     method.load(device, None)  # None: the backbone preset's dtype (backbone.dtype) decides
     runner = WindowRunner(method, spec, device, blend=engine_cfg.blend, seed=engine_cfg.seed)
     weights_note = random_weights_note(cfg.get("backbone"))

@@ -404,6 +404,11 @@ def source_gt(config: KeyframesConfig, indices: list[int], request: KeyframeRequ
     }
 
 
+# The loaded keyframe model of this process, by (method, options, backbone, scale, device): a folder
+# of clips loads it once, not once per clip.
+_KEYFRAME_METHOD: dict[tuple, Any] = {}
+
+
 def source_method(config: KeyframesConfig, indices: list[int], request: KeyframeRequest) -> dict:
     """Run a registered vsrkit method on each single LR frame (image mode) at the clip's scale.
 
@@ -432,13 +437,19 @@ def source_method(config: KeyframesConfig, indices: list[int], request: Keyframe
         except (TypeError, ValueError) as err:
             raise UserError(f"`keyframes.method_backbone` is not a valid backbone config: {err}") from None
         dtype = torch_dtype(backbone.dtype)
-    try:
-        method = METHODS.get(config.method)(method_config, backbone=backbone, scale=request.scale)
-    except ValueError as err:
-        raise UserError(f"`keyframes.method={config.method}`: {err} (set keyframes.method_backbone)") from None
-    spec = method.window_spec()
     device = torch.device(request.device)
-    method.load(device, dtype)
+    key = (config.method, repr(sorted(config.method_options.items())), repr(sorted(config.method_backbone.items())),
+           request.scale, str(device))
+    method = _KEYFRAME_METHOD.get(key)
+    if method is None:
+        try:
+            method = METHODS.get(config.method)(method_config, backbone=backbone, scale=request.scale)
+        except ValueError as err:
+            raise UserError(f"`keyframes.method={config.method}`: {err} (set keyframes.method_backbone)") from None
+        _KEYFRAME_METHOD.clear()  # one keyframe model at a time: the previous one's memory is released
+        method.load(device, dtype)
+        _KEYFRAME_METHOD[key] = method
+    spec = method.window_spec()
     out = {}
     for index in indices:
         lr = _content_lr(request, index).to(device)

@@ -199,7 +199,7 @@ class _ImageWriter:
             write_image(self.path, self.frames[0], overwrite=self.overwrite)
 
 
-def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None):
+def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None, device: torch.device | str = "cpu"):
     """``(source, num_frames, first) -> {frame index: (3, H*s, W*s) tensor}`` for ``upscale_file``
     (indices count from ``first``, the first frame the run processes).
 
@@ -208,6 +208,7 @@ def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None):
         scale: Upscaling factor.
         gt_path: Ground truth of the clip (``bench``), used by ``source=gt`` when
             ``keyframes.gt`` is empty.
+        device: ``engine.device``: where keyframes are made (a ``source=method`` model runs there).
     """
     import dataclasses
 
@@ -244,7 +245,7 @@ def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None):
 
         out_hw = (info.height * scale, info.width * scale)
         return prepare_keyframes(config, input_path=str(info.path), num_frames=num_frames, lq_frame=lq_frame,
-                                 out_hw=out_hw, scale=scale)
+                                 out_hw=out_hw, scale=scale, device=device)
 
     return make
 

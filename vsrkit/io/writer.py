@@ -215,7 +215,8 @@ class VideoWriter(_AtomicWriter):
         except OSError:
             raise  # a folder it may not write, a full disk: the command line says which, in one line
         except (av.error.FFmpegError, ValueError) as err:
-            raise UserError(f"Output {self.path}: cannot write this file type ({err}).") from None
+            reason = str(err).replace(str(self._partial), str(self.path))  # name the output, not its temporary
+            raise UserError(f"Output {self.path}: cannot write this file type ({reason}).") from None
         encoder = _ENCODERS[self.codec]
         if self.codec not in self._container.supported_codecs and encoder not in self._container.supported_codecs:
             name = self.path.suffix

@@ -250,3 +250,32 @@ def test_source_command_failures_are_user_errors():
         _prepare(KeyframesConfig(source="command", command="true {output}"), frames, scale=2)
     with pytest.raises(UserError, match="not found"):
         _prepare(KeyframesConfig(source="command", command="no-such-program-xyz {input} {output}"), frames, scale=2)
+
+
+def test_source_method_model_loads_once_on_the_engine_device(monkeypatch):
+    from vsrkit.engine import keyframes as keyframes_module
+    from vsrkit.methods.baselines.method import InterpolationMethod
+
+    loads = []
+    real_load = InterpolationMethod.load
+    monkeypatch.setattr(InterpolationMethod, "load", lambda self, device, dtype: (loads.append(device),
+                                                                                     real_load(self, device, dtype)))
+    monkeypatch.setattr(keyframes_module, "_KEYFRAME_METHOD", {})
+    for clip in range(3):  # three clips of a folder
+        _prepare(KeyframesConfig(source="method", method="bicubic"), _frames(t=5), scale=2)
+    assert loads == [torch.device("cpu")]
+
+
+def test_keyframes_are_made_on_the_engine_device(monkeypatch, real_data):
+    from vsrkit.engine import keyframes as keyframes_module
+    from vsrkit.engine.run_infer import keyframes_from_config
+    from vsrkit.io import open_source
+
+    seen = {}
+    monkeypatch.setattr(keyframes_module, "prepare_keyframes", lambda config, **kwargs: seen.update(kwargs) or {})
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.structured(KeyframesConfig(source="lr"))
+    make = keyframes_from_config(node, scale=2, device=torch.device("cpu", 0))
+    make(open_source(real_data / "zhengchen1999_DOVE/002.mp4"), 9)
+    assert seen["device"] == torch.device("cpu", 0)
