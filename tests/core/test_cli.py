@@ -242,3 +242,24 @@ def test_every_config_field_has_a_help_line():
         docs = field_docs(cls)
         assert sorted(docs) == sorted(f.name for f in dataclasses.fields(cls)), cls.__name__
         assert all(docs.values()), (cls.__name__, [k for k, v in docs.items() if not v])
+
+
+def test_console_output_is_one_summary_line_and_no_temporary_names(real_data, tmp_path):
+    out = vsrkit("infer", "method=bicubic", "scale=1", "max_frames=3", f"input={real_data / 'zhengchen1999_DOVE/002.mp4'}",
+                 f"output={tmp_path / 'o.mp4'}")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [f"{tmp_path / 'o.mp4'}: 3 frames, " + out.stdout.split(": 3 frames, ", 1)[1].strip()]
+    assert ".partial" not in out.stdout + out.stderr and "\r" not in out.stderr  # no bar glued off a terminal
+
+
+def test_fused_vae_line_only_on_cuda(caplog, monkeypatch):
+    import logging
+
+    from vsrkit.backbones import BackboneConfig, build_backbone, kernels
+
+    monkeypatch.setattr(kernels, "triton_available", lambda: True)
+    with caplog.at_level(logging.INFO, logger="vsrkit.backbones.build"):
+        build_backbone(BackboneConfig(preset="cogvideox1.5-5b-i2v-tiny", family="cogvideox", dtype="fp32"), "cpu")
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert any("attention" in m for m in messages)
+    assert not any("fused VAE kernels" in m for m in messages)
