@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                                      ("vae_channels_last", args.vae_channels_last),
                                      ("vae_compile", args.vae_compile)) if on]
             row = {"method": args.method, "backbone": backbone_name, "options": sweep + args.set + flags,
+                   "random_weights": cfg.backbone is not None and bool(cfg.backbone.random_weights),
                    "lr": [h, w], "hr": [h * args.scale, w * args.scale], "frames": args.frames,
                    "keyframes": sorted(keyframes), "seconds": median, "ms_per_frame": median / args.frames * 1000,
                    "parts_seconds": part,
