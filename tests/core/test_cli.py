@@ -209,7 +209,7 @@ def test_infer_help_shows_the_chosen_method_options_with_their_docs():
     assert "  method=sparkvsr   (one of: bicubic, lanczos, sparkvsr)" in page
     assert "method (sparkvsr) options (SparkVSRConfig):" in page
     # One-line docs come from the config dataclasses' Args (text written here from SparkVSRConfig's docstring).
-    assert 'method.ref_guidance_scale=1.0    Keyframe ("reference-free") guidance `s`.' in page.splitlines()
+    assert '  method.ref_guidance_scale=1.0    Keyframe ("reference-free") guidance `s`.' in page.splitlines()
     assert "  backbone.family=cogvideox        `cogvideox`, `wan` or `ltx`; must match the preset's family." in page.splitlines()
     assert "backbone.random_weights=false" in page and "engine.blend=linear" in page
     assert "output=???                       mirrors the input kind; never equal to the input" in page
