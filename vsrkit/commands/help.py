@@ -54,7 +54,7 @@ def field_docs(cls) -> dict[str, str]:
 def _first_sentence(text: str, limit: int = 110) -> str:
     """The first sentence (a period before a capital letter or the end; not "e.g."), at most ``limit`` long."""
     text = text.replace("``", "`")
-    match = re.search(r"(?<!e\.g)(?<!i\.e)\.(?=\s+[A-Z(`]|$)", text)
+    match = re.search(r"(?<!e\.g)(?<!i\.e)\.(?=\s+[A-Z0-9(`]|$)", text)
     sentence = text[:match.end()] if match else text
     if len(sentence) > limit:
         sentence = sentence[:limit].rsplit(" ", 1)[0].rstrip(",;:(") + " ..."
