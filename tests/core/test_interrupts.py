@@ -6,11 +6,7 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-import numpy as np
 import pytest
-from PIL import Image
 
 
 def _start(*args, cwd=None) -> subprocess.Popen:

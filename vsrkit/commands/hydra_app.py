@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import importlib
-import os
 import re
 import sys
 
@@ -167,6 +166,7 @@ def normalize_arguments(command: str, args: list[str]) -> list[str]:
         UserError: More positional arguments than the command takes.
     """
     keys = POSITIONAL_KEYS.get(command, ())
+    sweeping = any(a in ("-m", "--multirun") for a in args)
     out, positional, skip_next = [], [], False
     for arg in args:
         if skip_next:
@@ -182,7 +182,11 @@ def normalize_arguments(command: str, args: list[str]) -> list[str]:
             continue
         key, value = arg.split("=", 1)
         leaf = key.lstrip("+~").rsplit(".", 1)[-1]
-        if leaf in PATH_KEYS and value and value[0] not in "'\"" and "${" not in value and value != "null":
+        # Left as typed: quoted values, interpolations, sweep functions, and comma lists in a -m sweep.
+        as_typed = (not value or value[0] in "'\"" or "${" in value or value == "null"
+                    or re.match(r"^(choice|range|glob|interval|tag|sort|shuffle)\(", value) is not None
+                    or sweeping and "," in value)
+        if leaf in PATH_KEYS and not as_typed:
             arg = f"{key}={quote_value(value)}"
         out.append(arg)
     if len(positional) > len(keys):
