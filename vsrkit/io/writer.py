@@ -43,19 +43,28 @@ _FULL_CHROMA = {"yuv420p": "yuv444p", "yuv420p10le": "yuv444p10le"}
 _FASTSTART_SUFFIXES = (".mp4", ".mov", ".m4v")
 
 
-def _container_codecs(suffix: str) -> set[str]:
-    """Codecs FFmpeg's muxer for ``suffix`` accepts (opened on an empty temporary file)."""
+def _container_codecs(suffix: str) -> set[str] | None:
+    """Codecs FFmpeg's muxer for ``suffix`` accepts (opened on an empty temporary file); None when
+    the probe itself cannot be written (no usable temporary folder: the writer will tell)."""
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="vsrkit-probe-") as folder:
+    try:
+        folder = tempfile.mkdtemp(prefix="vsrkit-probe-")
+    except OSError:
+        return None
+    try:
         try:
             container = av.open(os.path.join(folder, f"probe{suffix}"), mode="w")
+        except OSError:
+            return None
         except (av.error.FFmpegError, ValueError):
             return set()
         try:
             return set(container.supported_codecs)
         finally:
             container.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_output(path: str | os.PathLike, codec: str = "h264") -> None:
@@ -84,7 +93,7 @@ def check_output(path: str | os.PathLike, codec: str = "h264") -> None:
     if codec not in CODECS:
         raise UserError(f"`codec` must be one of {list(CODECS)}. Got {codec!r}.")
     supported = _container_codecs(suffix)
-    if codec not in supported and _ENCODERS[codec] not in supported:
+    if supported is not None and codec not in supported and _ENCODERS[codec] not in supported:
         fits = [c for c in CODECS if c in supported or _ENCODERS[c] in supported]
         hint = f" (it holds {', '.join(fits)}: set io.codec)" if fits else ""
         raise UserError(f"Output {path}: a {suffix} file cannot hold {codec} video{hint}; use .mkv (any codec) or "

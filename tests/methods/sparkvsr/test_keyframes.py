@@ -171,6 +171,10 @@ def test_source_images_pairs_files_in_order_and_checks_the_count(tmp_path):
     cfg_bad = KeyframesConfig(selector="manual", indices=[0, 4, 8], source="images", images=[str(tmp_path)])
     with pytest.raises(UserError, match=r"has 2 image\(s\) but the selector chose 3"):
         _prepare(cfg_bad, frames, scale=2)
+    with pytest.raises(UserError, match="x.txt does not exist"):  # missing is not "not an image" (item 9)
+        _prepare(KeyframesConfig(selector="manual", indices=[0], source="images", images=[str(tmp_path / "x.txt")]),
+                 frames, scale=2)
+    (tmp_path / "x.txt").write_text("notes")
     with pytest.raises(UserError, match="not an image file"):
         _prepare(KeyframesConfig(selector="manual", indices=[0], source="images", images=[str(tmp_path / "x.txt")]),
                  frames, scale=2)
