@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 
@@ -21,6 +22,7 @@ def _independent_bicubic_psnr(calendar) -> float:
     return float(np.mean(scores))
 
 
+@pytest.mark.slow
 def test_bench_sweep_writes_results_and_summary(real_data, tmp_path):
     calendar = real_data / "yhjo09_VSR-DUF_Vid4/calendar"
     out = subprocess.run([sys.executable, "-m", "vsrkit.cli", "bench", "-m", "method=bicubic,lanczos",
@@ -45,6 +47,7 @@ def test_bench_sweep_writes_results_and_summary(real_data, tmp_path):
     assert abs(ours - 17.19) < 0.01  # SOURCES.md's published figure for this clip
 
 
+@pytest.mark.slow
 def test_failing_job_is_recorded_and_the_sweep_goes_on(real_data, tmp_path):
     calendar = real_data / "yhjo09_VSR-DUF_Vid4/calendar"
     # scale=0 passes the up-front check (it looks at the first value of each sweep) and fails in its job.

@@ -98,6 +98,7 @@ def test_existing_output_is_kept_without_overwrite(real_data, tmp_path):
     assert dst.read_bytes() == b"keep me"
 
 
+@pytest.mark.slow
 def test_bicubic_odd_size_clip(real_data, tmp_path):
     out = vsrkit("infer", "method=bicubic", f"input={real_data / 'zhengchen1999_DOVE/002.mp4'}",
                  f"output={tmp_path / 'o.mp4'}", "scale=4")
@@ -116,6 +117,7 @@ def test_bicubic_keeps_decoded_frames_rate_and_audio(real_data, tmp_path):
     assert frame_times(tmp_path / "o.mp4") == frame_times(real_data / "sczhou_Upscale-A-Video/old_animation_1.mp4")
 
 
+@pytest.mark.slow
 def test_fractional_rate_and_audio_with_max_frames(real_data, tmp_path):
     out = vsrkit("infer", "method=lanczos", f"input={real_data / 'xinntao_Real-ESRGAN/onepiece_demo.mp4'}",
                  f"output={tmp_path / 'o.mkv'}", "scale=2", "max_frames=24", "io.codec=ffv1")
