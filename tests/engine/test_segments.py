@@ -44,6 +44,7 @@ def test_frame_range_from_indices_times_and_max_frames(onepiece_times):
     assert frame_range(source) == FrameRange(0, 181, 181)
     assert frame_range(source, "2s", "3.5s") == FrameRange(first_after_2s, first_after_3_5s, 181)
     assert frame_range(source, 10, 20) == FrameRange(10, 20, 181)
+    assert frame_range(source, "0s", 3) == FrameRange(0, 3, 181)  # a time on a frame's timestamp takes that frame
     assert frame_range(source, 10, None, max_frames=5) == FrameRange(10, 15, 181)
     assert frame_range(source, "0:05", 10_000) == FrameRange(next(i for i, t in enumerate(times) if t >= 5), 181, 181)
     with pytest.raises(UserError, match=r"`start=181` is at or past the end of .* which has 181 frames"):
