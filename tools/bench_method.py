@@ -47,7 +47,12 @@ def compose(method: str, backbone: str | None, overrides: list[str]):
     if backbone:
         args.append(f"backbone={backbone}")
     with initialize_config_module(config_module="vsrkit.conf", version_base="1.3"):
-        return hydra_compose(config_name="infer", overrides=args, return_hydra_config=True)
+        cfg = hydra_compose(config_name="infer", overrides=args, return_hydra_config=True)
+    if cfg.backbone is not None and not any(o.startswith("backbone.random_weights=") for o in overrides):
+        # Speed figures need no trained weights: a real preset without `backbone.path` gets a random
+        # init (and says so in its log) instead of failing; tiny presets are random anyway.
+        cfg.backbone.random_weights = True
+    return cfg
 
 
 def _sync() -> None:
@@ -227,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         if streaming:
             spec = method.window_spec()
         else:
-            spec = apply_overrides(method.window_spec(), window=args.frames[0], overlap=0, tile=0, tile_overlap=None)
+            spec = apply_overrides(method.window_spec(), window=0, overlap=None, tile=0, tile_overlap=None)  # one window
         runner = WindowRunner(method, spec, device)
         for size in args.lr:
             h, w = (int(v) for v in size.lower().split("x"))
@@ -236,9 +241,6 @@ def main(argv: list[str] | None = None) -> int:
             warm = np.random.default_rng(0).integers(0, 256, (args.frames[0], h, w, 3), dtype=np.uint8)
             run_once(runner, warm, keyframes)  # warm-up (kernels, cuDNN autotune, allocator)
             for n_frames in args.frames:
-                if not streaming and n_frames != args.frames[0]:
-                    runner = WindowRunner(method, apply_overrides(method.window_spec(), window=n_frames, overlap=0,
-                                                                  tile=0, tile_overlap=None), device)
                 frames = np.random.default_rng(0).integers(0, 256, (n_frames, h, w, 3), dtype=np.uint8)
                 if on_gpu:
                     torch.cuda.empty_cache()
@@ -255,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                                          ("vae_channels_last", args.vae_channels_last),
                                          ("vae_compile", args.vae_compile)) if on]
                 row = {"method": args.method, "backbone": backbone_name, "options": sweep + args.set + flags,
+                       "random_weights": cfg.backbone is not None and bool(cfg.backbone.random_weights),
                        "lr": [h, w], "hr": [h * args.scale, w * args.scale], "frames": n_frames,
                        "keyframes": sorted(keyframes), "seconds": median, "ms_per_frame": median / n_frames * 1000,
                        "parts_seconds": part,

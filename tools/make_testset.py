@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from PIL import Image
 
 from vsrkit.builtins import register_builtins
 from vsrkit.data.degradations import build_degradation
 from vsrkit.data.draws import item_generator
 from vsrkit.data.files import is_image, is_video, list_images
+from vsrkit.data.clips import to_tensor as clip_to_tensor
 from vsrkit.data.media import read_frames_clip, read_video_clip, write_lossless_mkv
 from vsrkit.errors import UserError
 from vsrkit.registry import DEGRADATIONS
@@ -76,9 +76,11 @@ def degradation_config(name: str, overrides: list[str]):
 
 
 def write_pngs(folder: Path, frames: np.ndarray) -> None:
+    from vsrkit.io import write_image
+
     folder.mkdir(parents=True, exist_ok=True)
     for i, frame in enumerate(frames):
-        Image.fromarray(frame).save(folder / f"{i:08d}.png")
+        write_image(folder / f"{i:08d}.png", frame, overwrite=True)  # 8- or 16-bit PNG, atomically
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError(f"clip {source} has no frames.")
             h, w = (frames.shape[1] // args.scale) * args.scale, (frames.shape[2] // args.scale) * args.scale
             frames = np.ascontiguousarray(frames[:, :h, :w])
-            hq = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 255.0
+            hq = clip_to_tensor(frames)  # uint8 or uint16 (16-bit sources keep their precision)
             generator = item_generator(args.seed, 0, zlib.crc32(name.encode()))
             with torch.no_grad():
                 lq = degrade(hq, generator)

@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     preset = get_preset(args.preset)
     cfg = BackboneConfig(preset=args.preset, family=preset.family, dtype=args.dtype,
                          vae_tiling=args.vae_tile_size is not None, vae_tile_size=args.vae_tile_size,
-                         vae_tile_overlap=args.vae_tile_overlap, vae_kernels=args.vae_kernels)
+                         vae_tile_overlap=args.vae_tile_overlap, vae_kernels=args.vae_kernels,
+                         random_weights=True)  # kernel times only: random weights
     vae = build_backbone(cfg, device="cuda").vae
     width, height = (int(v) for v in args.size.lower().split("x"))
     clip = torch.rand(1, 3, args.frames, height, width, device="cuda") * 2 - 1

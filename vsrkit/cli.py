@@ -8,6 +8,7 @@ line on stderr and exit status 2.
 from __future__ import annotations
 
 import difflib
+import signal
 import sys
 
 USAGE = """\
@@ -29,12 +30,22 @@ examples:
   vsrkit train method=sparkvsr data=demo train.max_steps=2 train.output_dir=runs/a
   vsrkit bench -m method=bicubic,lanczos data=vid4-calendar
   vsrkit eval pred=out/ gt=GT/ 'metric=[psnr,ssim]'
-  vsrkit infer --help            (Hydra's help: config groups and options)
-  vsrkit infer method=bicubic --cfg job   (print the composed config)
+  vsrkit infer method=sparkvsr --help   (the method's options, each with its one-line doc)
+  vsrkit infer method=bicubic --cfg job (print the composed config)
 """
 
 HYDRA_COMMANDS = ("infer", "train", "bench", "eval")
 PLAIN_COMMANDS = ("ls", "doctor", "weights")
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived. Raised in the main thread like Ctrl-C's KeyboardInterrupt, so every writer's
+    ``with`` block removes its partial output on the way out (``vsrkit train`` handles both itself:
+    it finishes the step and saves a checkpoint)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     from vsrkit.errors import UserError
 
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (an embedding program): leave its signals alone
+        pass
     try:
         if command == "ls":
             from vsrkit.commands.ls import run_ls
@@ -70,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C); partial outputs were removed, finished ones kept.", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("error: stopped by SIGTERM; partial outputs were removed, finished ones kept.", file=sys.stderr)
+        return 143
     close = difflib.get_close_matches(command, HYDRA_COMMANDS + PLAIN_COMMANDS, n=2)
     hint = f" Did you mean {' or '.join(close)}?" if close else ""
     print(f"error: unknown command `{command}`.{hint} Run `vsrkit --help`.", file=sys.stderr)

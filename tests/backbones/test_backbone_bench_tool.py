@@ -32,3 +32,12 @@ def test_bench_tool_tiny_run_and_merge(tmp_path, capsys):
     assert "| ltx-video-2b-tiny | 64x64x9 | transformer |" in out_md.read_text()
     assert tool.main(["--from-json", str(out_json), str(out_json)]) == 0
     assert capsys.readouterr().out.count("| ltx-video-2b-tiny | 64x64x9 | vae decode |") >= 2
+
+
+def test_bench_method_builds_real_presets_with_random_weights():
+    spec = importlib.util.spec_from_file_location("bench_method", TOOL.parent / "bench_method.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.compose("sparkvsr", None, []).backbone.random_weights is True
+    assert tool.compose("sparkvsr", None, ["backbone.random_weights=false"]).backbone.random_weights is False
+    assert tool.compose("bicubic", None, []).backbone is None

@@ -64,6 +64,7 @@ def test_group_norm_kernels_match_reference():
     assert float(out.strip()) < 5e-5
 
 
+@pytest.mark.slow
 def test_fused_vae_matches_diffusers_on_cpu():
     # fp32, tiny preset with random non-trivial weights. 17 frames = two encoder frame batches and
     # three decoder ones, so the conv_cache hand-over and the odd-frame SpatialNorm rule both run.

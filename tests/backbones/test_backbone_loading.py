@@ -4,13 +4,14 @@ safetensors, original Wan single files and folders, LTX single files, LoRA files
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from backbone_helpers import clip, tiny_config
 from safetensors.torch import save_file
 
-from vsrkit.backbones import build_backbone, convert
+from vsrkit.backbones import build_backbone, convert, loading
 from vsrkit.errors import UserError, WeightsError
 
 
@@ -184,3 +185,77 @@ def test_lora_errors_name_the_module(tmp_path):
     save_file({"blocks.0.self_attn.q.lora_A.weight": a}, str(half))
     with pytest.raises(WeightsError, match="only one of its two matrices"):
         build_backbone(tiny_config("wan", lora_paths=[str(half)]))
+
+
+def _refuse_to_build(monkeypatch):
+    from vsrkit.backbones import runtime
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built before the weights were checked")
+
+    monkeypatch.setattr(runtime, "build_empty", refuse)
+
+
+@pytest.mark.parametrize("preset,family", [("cogvideox1.5-5b-i2v", "cogvideox"), ("wan2.1-t2v-1.3b", "wan"),
+                                           ("ltx-video-2b", "ltx")])
+def test_real_preset_without_weights_fails_before_building(monkeypatch, preset, family):
+    from vsrkit.backbones import BackboneConfig
+
+    _refuse_to_build(monkeypatch)
+    with pytest.raises(WeightsError) as err:
+        build_backbone(BackboneConfig(preset=preset, family=family))
+    message = str(err.value)
+    assert f"preset `{preset}` has no weights: set `backbone.path` to a diffusers folder with `model_index.json`" in message
+    assert "`backbone.random_weights=true`" in message and "\n" not in message
+
+
+def test_real_preset_with_a_transformer_but_no_vae_names_vae_path(monkeypatch, tmp_path):
+    from vsrkit.backbones import BackboneConfig
+
+    _refuse_to_build(monkeypatch)
+    dit = tmp_path / "diffusion_pytorch_model.safetensors"
+    dit.write_bytes(b"")
+    with pytest.raises(WeightsError, match=r"hold a transformer but no VAE; set `backbone.vae_path` to a diffusers "
+                                           r"`vae/` folder or `Wan2.1_VAE.pth`"):
+        build_backbone(BackboneConfig(preset="wan2.1-t2v-1.3b", family="wan", path=str(tmp_path)))
+
+
+def test_random_weights_switch_is_loud_and_tiny_presets_say_they_are_random(caplog):
+    import logging
+
+    from vsrkit.backbones.presets import get_preset
+
+    with caplog.at_level(logging.INFO, logger="vsrkit.backbones.loading"):
+        assert loading.check_weights_given(get_preset("wan2.1-t2v-1.3b"), loading.Layout(), True) == ["transformer", "vae"]
+        assert loading.check_weights_given(get_preset("wan2.1-t2v-1.3b-tiny"), loading.Layout(), False) == \
+            ["transformer", "vae"]
+    records = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert ("WARNING", "preset wan2.1-t2v-1.3b: RANDOM transformer and vae weights (backbone.random_weights=true): "
+                       "outputs are noise, for speed benchmarks only") in records
+    assert ("INFO", "preset wan2.1-t2v-1.3b-tiny: random transformer and vae weights (a tiny test preset: its "
+                    "outputs are noise)") in records
+    full = loading.Layout(transformer=loading.Source(Path("t")), vae=loading.Source(Path("v")))
+    assert loading.check_weights_given(get_preset("wan2.1-t2v-1.3b"), full, True) == []
+
+
+def test_random_weights_give_noise_prompts_without_a_cache(tmp_path):
+    from vsrkit.backbones.presets import get_preset
+    from vsrkit.backbones.text import PromptEncoder
+
+    preset = get_preset("cogvideox1.5-5b-i2v")
+    with pytest.raises(WeightsError, match="No cached prompt embedding"):
+        PromptEncoder(preset, tmp_path)("")
+    embeds, mask = PromptEncoder(preset, tmp_path, random=True)("")
+    assert tuple(embeds.shape) == (1, 226, 4096) and int(mask.sum()) == 226
+    assert not any(tmp_path.iterdir())  # nothing cached: noise is not an embedding
+
+
+def test_empty_weights_folder_is_called_empty_and_names_the_family_layout(tmp_path):
+    with pytest.raises(WeightsError) as err:
+        loading.resolve_layout(str(tmp_path), family="cogvideox")
+    assert str(err.value) == (f"`backbone.path={tmp_path}` is an empty folder; expected a diffusers folder with "
+                              f"`model_index.json`, `transformer/` and `vae/` (the SparkVSR release JiongzeYu/SparkVSR, "
+                              f"or zai-org/CogVideoX1.5-5B-I2V).")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(WeightsError, match=r"holds no `model_index.json`.*\(it holds `notes.txt`\)"):
+        loading.resolve_layout(str(tmp_path), family="cogvideox")

@@ -118,3 +118,13 @@ def test_original_umt5_pth_gets_a_specific_message(tmp_path):
     enc = PromptEncoder(get_preset("wan2.1-t2v-1.3b"), cache_dir=tmp_path / "c", text_encoder_path=tmp_path)
     with pytest.raises(WeightsError, match="original-format umT5"):
         enc("")
+
+
+def test_text_encoder_runs_on_the_backbone_device(tmp_path, monkeypatch):
+    # engine.device=cpu on a machine with a GPU: the T5 on a cache miss must stay on the CPU too.
+    make_tiny_t5(tmp_path / "te", d_model=32)
+    bb = build_backbone(tiny_config("cogvideox", text_encoder_path=str(tmp_path / "te"),
+                                    prompt_cache_dir=str(tmp_path / "cache")), device="cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # "a GPU is there"
+    embeds = bb.prompt_embeds("a cat")
+    assert bb.prompts.encoder_loads == 1 and embeds.device.type == "cpu" and bb.prompts.device == torch.device("cpu")

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 
@@ -97,6 +98,7 @@ def test_existing_output_is_kept_without_overwrite(real_data, tmp_path):
     assert dst.read_bytes() == b"keep me"
 
 
+@pytest.mark.slow
 def test_bicubic_odd_size_clip(real_data, tmp_path):
     out = vsrkit("infer", "method=bicubic", f"input={real_data / 'zhengchen1999_DOVE/002.mp4'}",
                  f"output={tmp_path / 'o.mp4'}", "scale=4")
@@ -115,6 +117,7 @@ def test_bicubic_keeps_decoded_frames_rate_and_audio(real_data, tmp_path):
     assert frame_times(tmp_path / "o.mp4") == frame_times(real_data / "sczhou_Upscale-A-Video/old_animation_1.mp4")
 
 
+@pytest.mark.slow
 def test_fractional_rate_and_audio_with_max_frames(real_data, tmp_path):
     out = vsrkit("infer", "method=lanczos", f"input={real_data / 'xinntao_Real-ESRGAN/onepiece_demo.mp4'}",
                  f"output={tmp_path / 'o.mkv'}", "scale=2", "max_frames=24", "io.codec=ffv1")
@@ -133,3 +136,132 @@ def test_ntsc_rate_survives_into_mp4(real_data, tmp_path):
                  f"output={tmp_path / 'o.mp4'}", "scale=1", "max_frames=30")
     assert out.returncode == 0, out.stderr
     assert probe(tmp_path / "o.mp4") == (640, 480, 30, Fraction(1199, 50), ["aac"])
+
+
+def test_real_preset_without_weights_is_one_line_before_anything_loads(real_data, tmp_path):
+    import time
+
+    started = time.perf_counter()
+    # Before the fix this built a random 5B model for 10+ minutes: the timeout turns that into a failure.
+    out = subprocess.run([sys.executable, "-m", "vsrkit.cli", "infer", "method=sparkvsr",
+                          f"input={real_data / 'zhengchen1999_DOVE/002.mp4'}", f"output={tmp_path / 'o.mp4'}",
+                          "max_frames=9"], capture_output=True, text=True, timeout=90)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert time.perf_counter() - started < 60
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: preset `cogvideox1.5-5b-i2v` has no weights"), out.stderr
+    assert "backbone.random_weights=true" in lines[0]
+    assert not list(tmp_path.iterdir())
+
+
+def _cut_faststart(src: Path, dst: Path) -> Path:
+    whole = dst.with_name("whole.mp4")
+    with av.open(str(src)) as source, av.open(str(whole), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    data = whole.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+def test_truncated_input_is_said_in_log_and_summary_or_refused(real_data, tmp_path):
+    cut = _cut_faststart(real_data / "zhengchen1999_DOVE/002.mp4", tmp_path / "half.mp4")
+    out = vsrkit("infer", "method=bicubic", "scale=1", f"input={cut}", f"output={tmp_path / 'kept.mp4'}")
+    assert out.returncode == 0, out.stderr
+    summary = out.stdout.strip().splitlines()[-1]
+    assert summary.startswith(f"{tmp_path / 'kept.mp4'}: 17 frames")
+    assert "truncated: decoding stopped early" in summary and "17 frames decoded, the container declares 32" in summary
+    assert probe(tmp_path / "kept.mp4")[2] == 17
+    refused = vsrkit("infer", "method=bicubic", "scale=1", f"input={cut}", f"output={tmp_path / 'no.mp4'}",
+                     "io.on_truncated=error")
+    assert refused.returncode == 2
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: Input {cut} is truncated"), refused.stderr
+    assert "17 frames decoded, the container declares 32" in lines[0]
+    assert not (tmp_path / "no.mp4").exists() and not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_frames_folder_output_keeps_the_input_names(real_data, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    frames_in = tmp_path / "in"
+    frames_in.mkdir()
+    for name in ("001.png", "002.png", "010.png"):
+        shutil.copy(real_data / "yhjo09_VSR-DUF_Vid4/calendar/LR_BDx4" / name, frames_in / name)
+    out = vsrkit("infer", "method=bicubic", "scale=2", f"input={frames_in}", f"output={tmp_path / 'out'}")
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["001.png", "002.png", "010.png"]
+    # Each output is its own input upscaled (PIL bicubic as an independent reference, 1 level of rounding).
+    for name in ("001.png", "010.png"):
+        lr = Image.open(frames_in / name).convert("RGB")
+        ref = np.asarray(lr.resize((lr.width * 2, lr.height * 2), Image.BICUBIC)).astype(int)
+        assert np.abs(np.asarray(Image.open(tmp_path / "out" / name).convert("RGB")).astype(int) - ref).mean() < 0.5
+
+
+def test_infer_help_shows_the_chosen_method_options_with_their_docs():
+    out = vsrkit("infer", "method=sparkvsr", "--help")
+    assert out.returncode == 0, out.stderr
+    page = out.stdout
+    assert page.startswith("usage: vsrkit infer [INPUT OUTPUT]")
+    assert "  method=sparkvsr   (one of: bicubic, lanczos, sparkvsr)" in page
+    assert "method (sparkvsr) options (SparkVSRConfig):" in page
+    # One-line docs come from the config dataclasses' Args (text written here from SparkVSRConfig's docstring).
+    assert '  method.ref_guidance_scale=1.0    Keyframe ("reference-free") guidance `s`.' in page.splitlines()
+    assert "  backbone.family=cogvideox        `cogvideox`, `wan` or `ltx`; must match the preset's family." in page.splitlines()
+    assert "backbone.random_weights=false" in page and "engine.blend=linear" in page
+    assert "output=???                       mirrors the input kind; never equal to the input" in page
+    assert "schema/" not in page and "hydra/" not in page
+    lanczos = vsrkit("infer", "method=lanczos", "-h").stdout
+    assert "method.lobes=3" in lanczos and "method.ref_guidance_scale" not in lanczos
+
+
+def test_cfg_job_names_the_method():
+    out = vsrkit("infer", "method=lanczos", "input=a.mp4", "output=b.mp4", "--cfg", "job")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "# vsrkit infer: method=lanczos, backbone=none"
+
+
+def test_every_config_field_has_a_help_line():
+    from vsrkit.backbones.config import BackboneConfig
+    from vsrkit.builtins import register_builtins
+    from vsrkit.commands.help import field_docs
+    from vsrkit.engine.keyframes import KeyframesConfig
+    from vsrkit.engine.settings import EngineConfig, IOConfig
+    from vsrkit.engine.train_config import TrainConfig
+    from vsrkit.registry import METHODS
+
+    register_builtins()
+    classes = [BackboneConfig, EngineConfig, IOConfig, KeyframesConfig, TrainConfig]
+    classes += [METHODS.get_config(name) for name in METHODS.names() if METHODS.get_config(name) is not None]
+    for cls in classes:
+        import dataclasses
+
+        docs = field_docs(cls)
+        assert sorted(docs) == sorted(f.name for f in dataclasses.fields(cls)), cls.__name__
+        assert all(docs.values()), (cls.__name__, [k for k, v in docs.items() if not v])
+
+
+def test_console_output_is_one_summary_line_and_no_temporary_names(real_data, tmp_path):
+    out = vsrkit("infer", "method=bicubic", "scale=1", "max_frames=3", f"input={real_data / 'zhengchen1999_DOVE/002.mp4'}",
+                 f"output={tmp_path / 'o.mp4'}")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [f"{tmp_path / 'o.mp4'}: 3 frames, " + out.stdout.split(": 3 frames, ", 1)[1].strip()]
+    assert ".partial" not in out.stdout + out.stderr and "%|" not in out.stderr  # no bar off a terminal
+
+
+def test_fused_vae_line_only_on_cuda(caplog, monkeypatch):
+    import logging
+
+    from vsrkit.backbones import BackboneConfig, build_backbone, kernels
+
+    monkeypatch.setattr(kernels, "triton_available", lambda: True)
+    with caplog.at_level(logging.INFO, logger="vsrkit.backbones.build"):
+        build_backbone(BackboneConfig(preset="cogvideox1.5-5b-i2v-tiny", family="cogvideox", dtype="fp32"), "cpu")
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert any("attention" in m for m in messages)
+    assert not any("fused VAE kernels" in m for m in messages)

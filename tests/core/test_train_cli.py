@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 TINY = ["method=sparkvsr", "backbone=cogvideox1.5-5b-i2v-tiny", "data=demo", "method.train_frames=5"]
@@ -13,6 +14,7 @@ def vsrkit(*args, cwd):
     return subprocess.run([sys.executable, "-m", "vsrkit.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_train_resume_and_validation(real_data, tmp_path):
     for folder, size in (("gt", (32, 32)), ("lq", (8, 8))):
         (tmp_path / folder).mkdir()

@@ -7,7 +7,8 @@ from vsrkit.engine.windows import plan_ranges, ramp_weights
 from vsrkit.methods.protocol import WindowContext, WindowSpec
 
 
-@pytest.mark.parametrize("length,window,overlap,multiple", [(100, 33, 8, 4), (33, 33, 8, 4), (10, 4, 1, 1), (57, 17, 5, 4)])
+@pytest.mark.parametrize("length,window,overlap,multiple", [(100, 33, 8, 4), (33, 33, 8, 4), (10, 4, 1, 1), (57, 17, 5, 4),
+                                                             (40, 16, 12, 4), (31, 10, 9, 1), (50, 17, 13, 4)])
 @pytest.mark.parametrize("blend", ["linear", "cut"])
 def test_plan_covers_and_weights_sum_to_one(length, window, overlap, multiple, blend):
     ranges = plan_ranges(length, window, overlap, multiple)
@@ -16,7 +17,7 @@ def test_plan_covers_and_weights_sum_to_one(length, window, overlap, multiple, b
     total = torch.zeros(length, dtype=torch.float64)
     for i, (start, stop) in enumerate(ranges):
         total[start:stop] += ramp_weights(ranges, i, blend)
-    assert torch.equal(total, torch.ones(length, dtype=torch.float64))
+    assert torch.allclose(total, torch.ones(length, dtype=torch.float64), rtol=0, atol=1e-12)
 
 
 def test_plan_stride_keeps_keyframe_alignment():
@@ -115,3 +116,51 @@ def test_overrides_disable_tiling_and_windows():
     spec = WindowSpec(scale=4, window=33, overlap=8, tile=64, tile_overlap=16)
     changed = apply_overrides(spec, window=0, overlap=None, tile=0, tile_overlap=None)
     assert changed.window is None and changed.overlap == 0 and changed.tile is None and changed.tile_overlap == 0
+
+
+def _bicubic_stream(frames, window, overlap, tile, tile_overlap, blend="linear"):
+    from vsrkit.methods.baselines.config import BicubicConfig
+    from vsrkit.methods.baselines.method import InterpolationMethod
+
+    method = InterpolationMethod(BicubicConfig(), scale=2)
+    spec = apply_overrides(method.window_spec(), window, overlap, tile, tile_overlap)
+    runner = WindowRunner(method, spec, torch.device("cpu"), blend=blend)
+    chunks = [_Chunk(frames[i:i + 3], list(range(i, min(i + 3, len(frames))))) for i in range(0, len(frames), 3)]
+    return np.concatenate([model_to_frames(out) for out, _ in upscale_stream(runner, chunks, len(frames))])
+
+
+@pytest.mark.parametrize("blend", ["linear", "cut"])
+@pytest.mark.parametrize("window,overlap,tile,tile_overlap", [
+    (4, 3, 0, 0), (5, 4, 0, 0), (6, 2, 0, 0), (7, 5, 0, 0), (9, 8, 0, 0),  # overlap > window / 2 included
+    (0, 0, 16, 8), (0, 0, 20, 15), (0, 0, 24, 12), (0, 0, 12, 9),
+    (5, 3, 20, 15), (4, 3, 20, 12),
+])
+def test_windowed_and_tiled_bicubic_equals_whole_clip(window, overlap, tile, tile_overlap, blend):
+    # Bicubic is per frame and local (2 input pixels each side): every window/tile plan must give
+    # the whole-clip result, whatever the overlap, because the blend weights are normalised by their
+    # sum over all windows (not just neighbours) and tile edges (which saw padding) get no weight.
+    frames = np.random.default_rng(1).integers(0, 256, (11, 30, 37, 3), dtype=np.uint8)
+    whole = _bicubic_stream(frames, 0, None, 0, None)
+    assert whole.shape == (11, 60, 74, 3)
+    out = _bicubic_stream(frames, window, overlap, tile, tile_overlap, blend)
+    assert out.shape == whole.shape
+    assert np.abs(out.astype(int) - whole.astype(int)).max() <= 1
+
+
+def test_stride_the_method_cannot_honour_is_rejected():
+    from vsrkit.errors import UserError
+
+    spec = WindowSpec(scale=4, window=33, overlap=9, stride_multiple=4)
+    with pytest.raises(UserError, match=r"33 - 10 = 23 must be a multiple of 4 .* engine.overlap=13 or engine.overlap=9"):
+        apply_overrides(spec, window=None, overlap=10, tile=None, tile_overlap=None)
+    assert apply_overrides(spec, window=17, overlap=13, tile=None, tile_overlap=None).overlap == 13
+
+
+def test_linear_cross_fade_spans_the_middle_half_of_the_overlap():
+    # Two ranges sharing 8 items: the outer quarters (2 items each) go wholly to the range whose
+    # edge is further away; the middle 4 items fade 1/5 .. 4/5 (hand-computed).
+    ranges = [(0, 12), (4, 16)]
+    later = ramp_weights(ranges, 1, "linear")[:8].tolist()
+    assert later == pytest.approx([0, 0, 0.2, 0.4, 0.6, 0.8, 1, 1], abs=1e-12)
+    earlier = ramp_weights(ranges, 0, "linear")[4:].tolist()
+    assert earlier == pytest.approx([1, 1, 0.8, 0.6, 0.4, 0.2, 0, 0], abs=1e-12)

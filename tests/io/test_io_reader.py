@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import tracemalloc
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -283,3 +285,94 @@ def test_hd_jpeg_uses_jfif_colours(tmp_path):
     seen_by_pil = np.asarray(Image.open(path).convert("RGB"))[360, 640].astype(int)
     assert np.abs(seen_by_pil - colour).max() <= 2
     assert np.abs(read_image(path)[360, 640].astype(int) - colour).max() <= 2
+
+
+def _faststart_copy(src: Path, dst: Path) -> Path:
+    """Remux ``src`` with the index (moov) first, as streaming sites serve MP4s."""
+    with av.open(str(src)) as source, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return dst
+
+
+def _pyav_frames(path: Path) -> list:
+    # Independent reference: PyAV's own decode loop, single-threaded, stopping at the first error.
+    frames = []
+    with av.open(str(path)) as container:
+        try:
+            for frame in container.decode(video=0):
+                frames.append(frame.to_ndarray(format="rgb24"))
+        except av.error.FFmpegError:
+            pass
+    return frames
+
+
+def test_faststart_mp4_cut_in_half_is_reported_with_both_counts(tmp_path, dove_002):
+    whole = _faststart_copy(dove_002, tmp_path / "fs.mp4")
+    data = whole.read_bytes()
+    cut = tmp_path / "half.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    source = open_source(cut)
+    info = source.info
+    assert (info.num_frames, info.declared_frames) == (17, 32)
+    assert info.truncated == ("truncated: decoding stopped early (packet 17 is cut short); 17 frames decoded, the "
+                              "container declares 32")
+    frames = source.read()
+    assert frames.shape[0] == 17
+    # What decoded is the start of the clip, frame for frame, and as many frames as PyAV's own
+    # single-threaded decode of the cut file gives before its error.
+    assert np.array_equal(frames, open_source(dove_002).read(17))
+    assert len(_pyav_frames(cut)) <= 17
+    assert open_source(whole).info.truncated is None
+
+
+def test_matroska_cut_short_is_reported_from_its_duration(tmp_path, helpers):
+    clip = helpers.write_rgb_clip(tmp_path / "a.mkv", helpers.gradient_frames(20, 32, 48), codec="ffv1",
+                                  pix_fmt="bgr0")
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    info = open_source(cut).info
+    assert info.declared_frames == 20 and info.num_frames < 12
+    assert "the file ends" in info.truncated and "the container declares 20" in info.truncated
+    assert open_source(clip).info.truncated is None
+
+
+def test_header_count_mismatch_is_information_not_truncation(old_animation, caplog):
+    with caplog.at_level(logging.INFO, logger="vsrkit.io.reader"):
+        info = open_source(old_animation).info
+    assert (info.num_frames, info.declared_frames, info.truncated) == (71, 79, None)
+    assert any("declares 79 frames and 71 decode, without a decoding error" in r.getMessage() for r in caplog.records)
+
+
+def test_resolution_change_mid_stream_is_one_clear_error(tmp_path, helpers):
+    parts = []
+    for name, (h, w) in (("a", (32, 48)), ("b", (48, 64))):
+        path = tmp_path / f"{name}.h264"
+        with av.open(str(path), "w", format="h264") as container:
+            stream = container.add_stream("libx264", rate=25)
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            for rgb in helpers.gradient_frames(3, h, w):
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+            container.mux(stream.encode(None))
+        parts.append(path.read_bytes())
+    joined = tmp_path / "joined.h264"
+    joined.write_bytes(parts[0] + parts[1])
+    with pytest.raises(VideoReadError, match=r"joined\.h264 changes resolution at frame 3: 64x48 after 48x32"):
+        open_source(joined).read()
+
+
+def test_mp4_cut_between_packets_is_reported_from_its_index(tmp_path, dove_002):
+    # Cut exactly after packet 10: no packet is damaged, but the index lists 32.
+    whole = _faststart_copy(dove_002, tmp_path / "fs.mp4")
+    with av.open(str(whole)) as container:
+        ends = [p.pos + p.size for p in container.demux(video=0) if p.dts is not None]
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: ends[9]])
+    info = open_source(cut).info
+    assert info.truncated == ("truncated: decoding stopped early (the file ends after 10 of the 32 packets its index "
+                              "lists); 10 frames decoded, the container declares 32")
+    assert info.num_frames == 10

@@ -12,6 +12,7 @@ import pytest
 
 from vsrkit.errors import UserError
 from vsrkit.io import FramesWriter, VideoWriter, open_source, read_image, write_image
+from vsrkit.io.publish import partial_path
 
 
 def _partials(folder):
@@ -214,7 +215,8 @@ def test_exception_inside_the_writer_removes_the_temporary_file(tmp_path, helper
         with VideoWriter(path, width=32, height=32, fps=25, codec=codec) as writer:
             writer.write(helpers.gradient_frames(3, 32, 32))
             if codec == "ffv1":  # intra-only: its first packets are on disk already
-                assert _partials(tmp_path) == [f".{name}.partial-{os.getpid()}{path.suffix}"]
+                assert _partials(tmp_path) == [partial_path(path).name]
+                assert partial_path(path).name.endswith(f"-{os.getpid()}{path.suffix}")
             raise RuntimeError("model failed")
     assert list(tmp_path.iterdir()) == []
 
@@ -275,3 +277,65 @@ def test_write_image_is_atomic_and_refuses_existing(tmp_path, helpers):
     with pytest.raises(UserError, match="16-bit images cannot be written as .jpg"):
         write_image(tmp_path / "a.jpg", frame)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_rotation_and_colour_description_are_carried(tmp_path, old_animation, dove_002):
+    # A source tagged rotate=90 (display matrix) keeps it; old_animation_1.mp4 is BT.709 limited at
+    # 320x240, where the size alone would pick BT.601 (smpte170m): its tags must win.
+    rotated = tmp_path / "rot.mp4"
+    with av.open(str(dove_002)) as source, av.open(str(rotated), "w") as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        stream.set_display_rotation(90)
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    info = open_source(rotated).info
+    assert info.display_matrix == (0, -65536, 0, 65536, 0, 0, 0, 0, 1 << 30)  # FFmpeg's 90 degree matrix
+    _copy(open_source(rotated), tmp_path / "r.mp4", max_frames=2, colour=info.colour, display_matrix=info.display_matrix)
+    with av.open(str(tmp_path / "r.mp4")) as container:
+        assert next(container.decode(video=0)).rotation == 90
+    source = open_source(old_animation)
+    _copy(source, tmp_path / "oa.mp4", max_frames=2, colour=source.info.colour)
+    with av.open(str(tmp_path / "oa.mp4")) as container:
+        context = container.streams.video[0].codec_context
+        assert (int(context.colorspace), int(context.color_primaries), int(context.color_trc),
+                int(context.color_range)) == (1, 1, 1, 1)
+
+
+def test_full_range_bt709_source_is_written_full_range_bt709(tmp_path):
+    from vsrkit.io.convert import ColourTags
+
+    rng = np.random.default_rng(0)
+    frames = np.repeat(np.repeat(rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8), 4, 1), 4, 2)
+    with VideoWriter(tmp_path / "f.mkv", width=32, height=32, fps=25, codec="h264", crf=0, pix_fmt="yuv444p",
+                     colour=ColourTags(matrix=1, primaries=1, transfer=1, range=2)) as writer:
+        writer.write(frames)
+    with av.open(str(tmp_path / "f.mkv")) as container:
+        context = container.streams.video[0].codec_context
+        assert (int(context.colorspace), int(context.color_range)) == (1, 2)
+        frame = next(container.decode(video=0))
+        # Independent decode: swscale told explicitly "BT.709, full range" (not vsrkit's reader).
+        from av.video.reformatter import ColorRange, Colorspace
+        rgb = frame.to_ndarray(format="rgb24", src_colorspace=Colorspace.ITU709, src_color_range=ColorRange.JPEG,
+                               dst_color_range=ColorRange.JPEG)
+    assert np.abs(rgb.astype(int) - frames[0].astype(int)).max() <= 3
+
+
+def test_colour_tags_of_an_untagged_yuvj_frame_are_full_range():
+    from vsrkit.io.convert import ColourTags
+
+    assert ColourTags.of(av.VideoFrame(16, 16, "yuvj420p")) == ColourTags(matrix=2, primaries=2, transfer=2, range=2)
+    assert ColourTags.of(av.VideoFrame(16, 16, "yuv420p")).range == 0
+
+
+def test_frames_writer_uses_the_given_names(tmp_path, helpers):
+    frames = helpers.gradient_frames(2, 8, 8)
+    with FramesWriter(tmp_path / "out", names=["a_001.png", "a_002.tif"]) as writer:
+        writer.write(frames)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_001.png", "a_002.tif"]
+    assert np.array_equal(read_image(tmp_path / "out" / "a_002.tif"), frames[1])
+    with pytest.raises(ValueError, match="got frame 2 but only 1 names"):
+        with FramesWriter(tmp_path / "short", names=["x.png"]) as writer:
+            writer.write(frames)
+    assert not (tmp_path / "short").exists() and not _partials(tmp_path)

@@ -34,6 +34,8 @@ class BuiltModels:
         device: Where the models run.
         dtype: Transformer compute dtype.
         vae_dtype: VAE dtype.
+        random_weights: Whether the transformer got a random init (tiny preset or
+            ``backbone.random_weights``): its outputs are noise.
     """
 
     preset: Preset
@@ -45,6 +47,7 @@ class BuiltModels:
     device: torch.device
     dtype: torch.dtype
     vae_dtype: torch.dtype
+    random_weights: bool = False
 
 
 def diffusers_class(name: str):
@@ -89,7 +92,7 @@ def _build_one(cls, config: dict, source, preset: Preset, kind: str, device, dty
     return model
 
 
-def _apply_vae_kernels(vae: torch.nn.Module, cfg: BackboneConfig, preset) -> None:
+def _apply_vae_kernels(vae: torch.nn.Module, cfg: BackboneConfig, preset, device: torch.device) -> None:
     if cfg.vae_kernels == "native" or preset.family != "cogvideox":
         return
     from vsrkit.backbones import kernels
@@ -101,7 +104,10 @@ def _apply_vae_kernels(vae: torch.nn.Module, cfg: BackboneConfig, preset) -> Non
         return
     from vsrkit.backbones.cogvideox_fused import fuse_vae
 
-    logger.info("preset %s: fused VAE kernels in %d modules", preset.name, fuse_vae(vae))
+    fused = fuse_vae(vae)
+    # The fused kernels only run on CUDA (elsewhere the modules run diffusers' forward): say so there only.
+    logger.log(logging.INFO if device.type == "cuda" else logging.DEBUG, "preset %s: fused VAE kernels in %d modules",
+               preset.name, fused)
 
 
 def build_models(cfg: BackboneConfig, device: torch.device | str = "cpu",
@@ -131,13 +137,13 @@ def build_models(cfg: BackboneConfig, device: torch.device | str = "cpu",
         raise UserError(f"`cpu_offload={cfg.cpu_offload}` needs a CUDA device. Got device `{device}`; "
                         f"use cpu_offload=none.")
 
-    layout = loading.resolve_layout(cfg.path, cfg.transformer_path, cfg.vae_path, cfg.text_encoder_path)
+    layout = loading.resolve_layout(cfg.path, cfg.transformer_path, cfg.vae_path, cfg.text_encoder_path,
+                                    family=preset.family)
     if preset.family == "ltx" and layout.vae is None and layout.transformer is not None \
             and any(k.startswith("vae.") for k in loading.file_keys(layout.transformer.path)):
         # An LTX single-file checkpoint carries its VAE (`vae.*` keys) beside the transformer.
         layout.vae = loading.Source(path=layout.transformer.path)
-    if layout.transformer is None and not preset.tiny:
-        logger.warning("preset %s: no weights given (backbone.path is None): random transformer weights", preset.name)
+    random_parts = loading.check_weights_given(preset, layout, cfg.random_weights)
 
     t_cls = diffusers_class(preset.transformer_class)
     t_config = loading.model_config(t_cls, preset.transformer, layout.transformer, cfg.transformer_overrides)
@@ -152,7 +158,7 @@ def build_models(cfg: BackboneConfig, device: torch.device | str = "cpu",
     vae = _build_one(v_cls, v_config, layout.vae, preset, "vae", home, vae_dtype, cfg.seed)
     if cfg.vae_slicing:
         vae.enable_slicing()
-    _apply_vae_kernels(vae, cfg, preset)
+    _apply_vae_kernels(vae, cfg, preset, device)
 
     scheduler_config = {k: v for k, v in (layout.scheduler_config or preset.scheduler).items() if not k.startswith("_")}
 
@@ -165,4 +171,4 @@ def build_models(cfg: BackboneConfig, device: torch.device | str = "cpu",
     runtime.apply_offload([transformer, vae], cfg.cpu_offload, device)
     return BuiltModels(preset=preset, transformer=transformer, vae=vae, scheduler_config=scheduler_config,
                        text_encoder_dir=layout.text_encoder_dir, attention=attention, device=device, dtype=dtype,
-                       vae_dtype=vae_dtype)
+                       vae_dtype=vae_dtype, random_weights="transformer" in random_parts)

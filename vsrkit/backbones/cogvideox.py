@@ -256,7 +256,8 @@ class CogVideoXBackbone:
         self.scheduler_config = built.scheduler_config
         self.device, self.dtype, self.attention = built.device, built.dtype, built.attention
         self.prompts = PromptEncoder(built.preset, config.prompt_cache_dir,
-                                     config.text_encoder_path or built.text_encoder_dir)
+                                     config.text_encoder_path or built.text_encoder_dir, random=built.random_weights,
+                                     device=built.device)
         self.alphas_cumprod = self.scheduler().alphas_cumprod.to(torch.float64)
 
     @classmethod

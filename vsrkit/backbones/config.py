@@ -35,14 +35,18 @@ class BackboneConfig:
             ``transformer/``, ``vae/``, ``scheduler/``...; the SparkVSR release is one), a
             single-file checkpoint (``.safetensors``/``.pth``/``.ckpt``, e.g. Wan2.1's original
             ``diffusion_pytorch_model.safetensors`` or an LTX single file), a sharded
-            ``*.safetensors.index.json``, or ``None`` for a random (deterministic) init, which is
-            what tiny presets and speed benchmarks use.
+            ``*.safetensors.index.json``. ``None`` on a real preset is an error unless
+            ``random_weights`` is on; tiny presets are always random.
         transformer_path: Transformer weights that override the ones under ``path`` (a method's
             released checkpoint, e.g. InfVSR's full DiT). Same formats as ``path``.
         vae_path: VAE weights that override the ones under ``path`` (e.g. ``Wan2.1_VAE.pth``).
         text_encoder_path: Folder with the text encoder (a diffusers folder, or one holding
             ``text_encoder/`` and ``tokenizer/``). Only read when a prompt embedding is missing
             from the cache. ``None`` uses ``path`` when that is a diffusers folder.
+        random_weights: Build a real preset with a deterministic random init where no weights are
+            given (speed benchmarks: the compute is the real model's, the output is noise; every log
+            and summary line says so). Off: a real preset without weights fails before anything is
+            built. Tiny presets are random models whatever this says.
         prompt_cache_dir: Folder of cached prompt embeddings; ``None`` uses
             ``$VSRKIT_CACHE/prompt_embeds`` or ``~/.cache/vsrkit/prompt_embeds``.
         dtype: Compute dtype of the transformer: ``fp32``, ``bf16`` or ``fp16``.
@@ -85,6 +89,7 @@ class BackboneConfig:
     transformer_path: Optional[str] = None
     vae_path: Optional[str] = None
     text_encoder_path: Optional[str] = None
+    random_weights: bool = False
     prompt_cache_dir: Optional[str] = None
 
     # --- precision and kernels -------------------------------------------------------------

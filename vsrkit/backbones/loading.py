@@ -34,6 +34,15 @@ logger = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
 WAN_ORIGINAL_VAE = "Wan2.1_VAE.pth"
+# What a real preset's weights look like, per family (named when they are missing or unreadable).
+EXPECTED_WEIGHTS = {
+    "cogvideox": "a diffusers folder with `model_index.json`, `transformer/` and `vae/` (the SparkVSR release "
+                 "JiongzeYu/SparkVSR, or zai-org/CogVideoX1.5-5B-I2V)",
+    "wan": "a diffusers folder with `model_index.json`, `transformer/` and `vae/` (Wan-AI/Wan2.1-T2V-1.3B-Diffusers), "
+           f"or the original Wan2.1 folder with `diffusion_pytorch_model.safetensors` and `{WAN_ORIGINAL_VAE}`",
+    "ltx": "a diffusers folder with `model_index.json`, `transformer/` and `vae/`, or the single file "
+           "`ltx-video-2b-v0.9.1.safetensors` (it carries its VAE)",
+}
 
 
 @dataclass
@@ -178,7 +187,7 @@ def _component(folder: Path, name: str) -> Source:
 
 
 def resolve_layout(path: str | None, transformer_path: str | None = None, vae_path: str | None = None,
-                   text_encoder_path: str | None = None) -> Layout:
+                   text_encoder_path: str | None = None, family: str | None = None) -> Layout:
     """Work out which files hold which component (no weights are read).
 
     Args:
@@ -186,6 +195,7 @@ def resolve_layout(path: str | None, transformer_path: str | None = None, vae_pa
         transformer_path: ``BackboneConfig.transformer_path`` (wins over ``path``).
         vae_path: ``BackboneConfig.vae_path`` (wins over ``path``).
         text_encoder_path: ``BackboneConfig.text_encoder_path`` (wins over ``path``).
+        family: The preset's family, so an error names the layout that family's weights come in.
 
     Raises:
         WeightsError: A path is missing or has an unknown layout.
@@ -213,10 +223,7 @@ def resolve_layout(path: str | None, transformer_path: str | None = None, vae_pa
             elif len(singles) == 1:
                 layout.transformer = Source(path=singles[0])
             else:
-                raise WeightsError(
-                    f"`backbone.path={path}` is a folder without `model_index.json`, `config.json` or "
-                    f"`diffusion_pytorch_model.safetensors`; expected a diffusers folder or the original Wan2.1 folder."
-                )
+                raise WeightsError(_unknown_folder(root, path, family))
             if (root / WAN_ORIGINAL_VAE).is_file():
                 layout.vae = Source(path=root / WAN_ORIGINAL_VAE)
         else:
@@ -235,6 +242,54 @@ def resolve_layout(path: str | None, transformer_path: str | None = None, vae_pa
     if text_encoder_path is not None:
         layout.text_encoder_dir = Path(text_encoder_path).expanduser()
     return layout
+
+
+def _unknown_folder(root: Path, path: str, family: str | None) -> str:
+    entries = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+    expected = EXPECTED_WEIGHTS.get(family, "a diffusers folder with `model_index.json`, or a weights file")
+    if not entries:
+        return f"`backbone.path={path}` is an empty folder; expected {expected}."
+    shown = ", ".join(f"`{e}`" for e in entries[:4]) + (f" (+{len(entries) - 4} more)" if len(entries) > 4 else "")
+    return (f"`backbone.path={path}` holds no `model_index.json`, `config.json` or `diffusion_pytorch_model*.safetensors` "
+            f"(it holds {shown}); expected {expected}.")
+
+
+def check_weights_given(preset, layout: Layout, random_weights: bool) -> list[str]:
+    """Refuse a real preset whose weights are not all given, before anything is built.
+
+    Args:
+        preset: The :class:`~vsrkit.backbones.presets.Preset`.
+        layout: What the config's paths resolve to.
+        random_weights: ``backbone.random_weights``: build what is missing with a random init.
+
+    Returns:
+        The components that get random weights (``"transformer"``, ``"vae"``); logged loudly.
+
+    Raises:
+        WeightsError: A real preset misses weights and ``random_weights`` is off.
+    """
+    missing = [kind for kind, source in (("transformer", layout.transformer), ("vae", layout.vae)) if source is None]
+    if not missing:
+        return []
+    if preset.tiny:
+        logger.info("preset %s: random %s weights (a tiny test preset: its outputs are noise)", preset.name,
+                    " and ".join(missing))
+        return missing
+    if not random_weights:
+        switch = "or `backbone.random_weights=true` for a speed benchmark with random weights (its output is noise)"
+        if len(missing) == 2:
+            raise WeightsError(f"preset `{preset.name}` has no weights: set `backbone.path` to "
+                               f"{EXPECTED_WEIGHTS[preset.family]}, {switch}.")
+        if missing == ["vae"]:
+            vae = "a diffusers `vae/` folder" + (f" or `{WAN_ORIGINAL_VAE}`" if preset.family == "wan" else "")
+            raise WeightsError(f"preset `{preset.name}`: the weights given hold a transformer but no VAE; set "
+                               f"`backbone.vae_path` to {vae}, {switch}.")
+        raise WeightsError(f"preset `{preset.name}`: the weights given hold a VAE but no transformer; set "
+                           f"`backbone.path` or `backbone.transformer_path` to {EXPECTED_WEIGHTS[preset.family]}, "
+                           f"{switch}.")
+    logger.warning("preset %s: RANDOM %s weights (backbone.random_weights=true): outputs are noise, for speed "
+                   "benchmarks only", preset.name, " and ".join(missing))
+    return missing
 
 
 def model_config(cls, preset_config: dict, source: Source | None, overrides: dict | None = None) -> dict:

@@ -195,7 +195,8 @@ class LTXBackbone:
         self.scheduler_config = built.scheduler_config
         self.device, self.dtype, self.attention = built.device, built.dtype, built.attention
         self.prompts = PromptEncoder(built.preset, config.prompt_cache_dir,
-                                     config.text_encoder_path or built.text_encoder_dir)
+                                     config.text_encoder_path or built.text_encoder_dir, random=built.random_weights,
+                                     device=built.device)
 
     @classmethod
     def build(cls, config: BackboneConfig, device: torch.device | str = "cpu",

@@ -12,8 +12,9 @@ much as the transformers. Embeddings are therefore stored once per (text encoder
 (sparkvsr.md §4.4), so their shipped empty-prompt file can be dropped into the CogVideoX folder.
 On a miss the text encoder is loaded, used and released (memory returned) before returning.
 
-Tiny presets have random transformers, so their "embedding" is deterministic hash noise of the
-right shape, derived from the text (no text encoder, no cache), unless a text encoder is given.
+Tiny presets and real presets built with ``backbone.random_weights`` have random transformers, so
+their "embedding" is deterministic hash noise of the right shape, derived from the text (no text
+encoder, no cache), unless a text encoder is given.
 """
 
 from __future__ import annotations
@@ -67,14 +68,21 @@ class PromptEncoder:
         text_encoder_path: Folder with ``text_encoder/`` and ``tokenizer/`` (a diffusers
             pipeline folder), or a text encoder folder that also holds the tokenizer files;
             ``None`` means a cache miss is an error (real presets) or noise (tiny presets).
+        random: The transformer has random weights (``backbone.random_weights``): embeddings are
+            noise like a tiny preset's, unless a text encoder is given.
+        device: Where the text encoder runs on a cache miss (the backbone's device, i.e.
+            ``engine.device``); None: CUDA when available.
     """
 
     def __init__(self, preset: Preset, cache_dir: str | os.PathLike | None = None,
-                 text_encoder_path: str | os.PathLike | None = None):
+                 text_encoder_path: str | os.PathLike | None = None, random: bool = False,
+                 device: torch.device | str | None = None):
         self.preset = preset
         self.spec = preset.text
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.text_encoder_path = Path(text_encoder_path) if text_encoder_path else None
+        self.random = random or preset.tiny
+        self.device = torch.device(device) if device is not None else None
         self.encoder_loads = 0  # how many times a text encoder was loaded (tests, logs)
 
     def cache_file(self, text: str) -> Path:
@@ -92,7 +100,7 @@ class PromptEncoder:
         Raises:
             WeightsError: Cache miss on a real preset and no text encoder configured.
         """
-        if self.preset.tiny and self.text_encoder_path is None:
+        if self.random and self.text_encoder_path is None:
             return self._tiny(text)
         path = self.cache_file(text)
         if path.is_file():
@@ -176,7 +184,7 @@ class PromptEncoder:
         from transformers import AutoTokenizer, T5EncoderModel, UMT5EncoderModel
 
         enc_dir, tok_dir = self._locate()
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = self.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         cls = UMT5EncoderModel if self.spec.encoder == "umt5" else T5EncoderModel
         logger.info("prompt cache miss: loading %s from %s", cls.__name__, enc_dir)

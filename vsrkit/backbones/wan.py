@@ -224,7 +224,8 @@ class WanBackbone:
         self.scheduler_config = built.scheduler_config
         self.device, self.dtype, self.attention = built.device, built.dtype, built.attention
         self.prompts = PromptEncoder(built.preset, config.prompt_cache_dir,
-                                     config.text_encoder_path or built.text_encoder_dir)
+                                     config.text_encoder_path or built.text_encoder_dir, random=built.random_weights,
+                                     device=built.device)
         # DiffSynth FlowMatchScheduler(shift=5, sigma_min=0, extra_one_step=True).set_timesteps(1000)
         # (pssr.md §3.2, infvsr.md §1.4).
         n = int(self.scheduler_config.get("num_train_timesteps", 1000))

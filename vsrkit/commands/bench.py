@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -22,50 +23,53 @@ RESULTS = "results.json"
 
 
 def run(cfg) -> None:
-    """One bench job. In a sweep (``-m``), a job that fails writes a ``results.json`` with
-    ``status: failed`` and the error instead of stopping the sweep (the other jobs run, the summary
-    lists it, and the sweep exits with status 1); a single run fails as usual."""
+    """One bench job. A failing job (bad option, missing weights, out of memory ...) writes its error
+    into its ``results.json`` instead of scores; in a ``-m`` sweep the next job then runs, and the
+    summary marks the failure."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-
-    try:
-        _run_job(cfg)
-    except Exception as err:  # noqa: BLE001 -- recorded in the sweep, re-raised for a single run
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
-            raise
-        _record_failure(cfg, err)
-
-
-def _record_failure(cfg, err: Exception) -> None:
-    from hydra.core.hydra_config import HydraConfig
 
     from vsrkit.engine.build import hydra_choice
 
     job_dir = Path(HydraConfig.get().runtime.output_dir)
-    message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-    logger.error("job %s failed: %s", job_dir.name, message, exc_info=not isinstance(err, UserError))
-    _write_json(job_dir / RESULTS, {
-        "status": "failed", "error": message, "method": hydra_choice("method"), "backbone": hydra_choice("backbone"),
-        "data": hydra_choice("data"), "scale": cfg.scale, "overrides": list(HydraConfig.get().overrides.task),
-        "host": socket.gethostname(), "pid": os.getpid(), "scores": {}, "higher_is_better": {},
-        "seconds_per_frame": float("nan"), "peak_gpu_bytes": 0, "frames": 0, "device": "", "gpu": "",
-    })
-    print(f"job {job_dir.name} failed: {message}")
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        result = _run_job(cfg, job_dir)
+    except Exception as err:  # noqa: BLE001 -- every failure is recorded; the sweep goes on
+        from vsrkit.errors import UserError
+
+        overrides = " ".join(HydraConfig.get().overrides.task)
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if not isinstance(err, UserError):
+            message = f"{type(err).__name__}: {message}"
+            logger.error("bench job %s failed", overrides, exc_info=err)  # a bug: keep its traceback
+        _write_json(job_dir / RESULTS, {
+            "method": hydra_choice("method"), "backbone": hydra_choice("backbone"), "data": hydra_choice("data"),
+            "scale": cfg.scale, "status": "failed", "error": message, "overrides": list(HydraConfig.get().overrides.task),
+        })
+        if not sweeping:
+            raise
+        print(f"error: job `{overrides}` failed: {message} (recorded in {job_dir / RESULTS}; the sweep goes on)",
+              file=sys.stderr)
+        return
+    line = ", ".join(f"{k} {v:.4f}" for k, v in result["scores"].items())
+    note = "".join(f"; {n}" for n in result["notes"])
+    print(f"{result['method']} on {result['data']}: {line}; {result['seconds_per_frame'] * 1000:.1f} ms/frame{note} "
+          f"-> {job_dir / RESULTS}")
 
 
-def _run_job(cfg) -> None:
+def _run_job(cfg, job_dir: Path) -> dict:
     import torch
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
     from vsrkit.data import eval_clips
-    from vsrkit.engine.build import build_method, hydra_choice, to_dataclass
+    from vsrkit.engine.build import build_method, hydra_choice, random_weights_note, to_dataclass
     from vsrkit.engine.evaluate import build_metric_set, score_pairs
     from vsrkit.engine.inference import WindowRunner, apply_overrides, resolve_device
     from vsrkit.engine.run_infer import keyframes_from_config, upscale_file
 
     method_name, backbone_name, data_name = hydra_choice("method"), hydra_choice("backbone"), hydra_choice("data")
-    job_dir = Path(HydraConfig.get().runtime.output_dir)
     engine_cfg, io_cfg = to_dataclass(cfg.engine, "engine"), to_dataclass(cfg.io, "io")
     clips = eval_clips(to_dataclass(cfg.data, f"data `{data_name}`"))
     metrics = build_metric_set(cfg.metric)
@@ -96,21 +100,23 @@ def _run_job(cfg) -> None:
     summary = summarize(videos)
     frames = sum(s.frames for s in stats)
     seconds = sum(s.seconds for s in stats)
+    weights_note = random_weights_note(cfg.get("backbone"))
     result = {
-        "method": method_name, "backbone": backbone_name, "data": data_name, "scale": cfg.scale,
+        "method": method_name, "backbone": backbone_name, "data": data_name, "scale": cfg.scale, "status": "ok",
         "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
-        "overrides": list(HydraConfig.get().overrides.task), "status": "ok",
+        "overrides": list(HydraConfig.get().overrides.task),
         "host": socket.gethostname(), "pid": os.getpid(),
         "scores": summary["scores"], "higher_is_better": summary["higher_is_better"], "metric_info": summary["info"],
         "frames": frames, "seconds": seconds, "seconds_per_frame": seconds / max(frames, 1),
-        "peak_gpu_bytes": max((s.peak_gpu_bytes for s in stats), default=0),
-        "videos": [dict(v.to_dict(), seconds=s.seconds, seconds_per_frame=s.seconds_per_frame)
+        "peak_gpu_bytes": max((s.peak_gpu_bytes for s in stats), default=0) if device.type == "cuda" else None,
+        "random_weights": weights_note is not None,
+        "notes": ([weights_note] if weights_note else []) + [n for s in stats for n in s.notes],
+        "videos": [dict(v.to_dict(), seconds=s.seconds, seconds_per_frame=s.seconds_per_frame, notes=s.notes)
                    for v, s in zip(videos, stats)],
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     _write_json(job_dir / RESULTS, result)
-    line = ", ".join(f"{k} {v:.4f}" for k, v in summary["scores"].items())
-    print(f"{method_name} on {data_name}: {line}; {result['seconds_per_frame'] * 1000:.1f} ms/frame -> {job_dir / RESULTS}")
+    return result
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -132,27 +138,30 @@ def write_summary(folder: Path) -> Path | None:
         return None
     keys: list[str] = []
     for r in results:
-        keys.extend(k for k in r["scores"] if k not in keys)
-    failed = [r for r in results if r.get("status") == "failed"]
+        keys.extend(k for k in r.get("scores", {}) if k not in keys)
     rows = []
     for f, r in zip(files, results):
+        failed = r.get("status") == "failed"
         row: dict[str, Any] = {"method": r["method"], "backbone": r["backbone"] or "", "data": r["data"],
                                "scale": r["scale"]}
-        row.update({k: r["scores"].get(k, float("nan")) for k in keys})
-        row.update({"ms/frame": r["seconds_per_frame"] * 1000, "peak GiB": r["peak_gpu_bytes"] / 2**30,
-                    "frames": r["frames"], "device": r["gpu"] or r["device"],
-                    "job": f.parent.name if f.parent != folder else "."})
-        if failed:
-            row["status"] = "failed: " + r["error"] if r.get("status") == "failed" else "ok"
+        row.update({k: r.get("scores", {}).get(k, float("nan")) for k in keys})
+        peak = r.get("peak_gpu_bytes")
+        row.update({"ms/frame": float("nan") if failed else r["seconds_per_frame"] * 1000,
+                    # No GPU, no GPU memory figure (0.0000 would read as "measured, nothing used").
+                    "peak GiB": peak / 2**30 if peak else "n/a",
+                    "frames": r.get("frames", 0), "device": r.get("gpu") or r.get("device", ""),
+                    "job": f.parent.name if f.parent != folder else ".",
+                    "note": f"FAILED: {r['error']}" if failed else "; ".join(r.get("notes", []))})
         rows.append(row)
     columns = list(rows[0])
     from vsrkit.engine.evaluate import format_table
 
-    arrows = {k: (" (higher better)" if results[0]["higher_is_better"].get(k, True) else " (lower better)") for k in keys}
+    higher = next((r["higher_is_better"] for r in results if "higher_is_better" in r), {})
+    arrows = {k: (" (higher better)" if higher.get(k, True) else " (lower better)") for k in keys}
     md = folder / "summary.md"
-    header = f"# vsrkit bench summary\n\n{len(rows)} job(s). Scores are per-video means averaged over videos.\n"
-    if failed:
-        header += f"\n**{len(failed)} job(s) failed**; see the status column.\n"
+    failed = sum(1 for r in results if r.get("status") == "failed")
+    header = (f"# vsrkit bench summary\n\n{len(rows)} job(s)" + (f", {failed} FAILED (see the note column)" if failed else "")
+              + ". Scores are per-video means averaged over videos.\n")
     notes = "\n".join(f"- {k}{arrows[k]}" for k in keys)
     _atomic_text(md, f"{header}\n{format_table(rows, columns)}\n\n{notes}\n")
     csv_path = folder / "summary.csv"
@@ -181,6 +190,9 @@ def _plot(path: Path, rows: list[dict], metric: str | None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if not (isinstance(r["ms/frame"], float) and math.isnan(r["ms/frame"]))]
+    if not rows:
+        return
     fig, ax = plt.subplots(figsize=(6, 4))
     for row in rows:
         ax.scatter(row["ms/frame"], row[metric])

@@ -8,11 +8,11 @@ from vsrkit.errors import UserError
 
 
 def run(cfg) -> None:
-    from vsrkit.engine.build import build_method, hydra_choice, to_dataclass
+    from vsrkit.engine.build import build_method, hydra_choice, random_weights_note, to_dataclass
     from vsrkit.engine.inference import WindowRunner, apply_overrides, resolve_device
-    from vsrkit.engine.run_infer import upscale_file
+    from vsrkit.engine.run_infer import parse_position, upscale_file
     from vsrkit.engine.streaming import check_stream_settings
-    from vsrkit.io import list_inputs
+    from vsrkit.io import check_output, list_inputs
 
     method_name, backbone_name = hydra_choice("method"), hydra_choice("backbone")
     engine_cfg = to_dataclass(cfg.engine, "engine")
@@ -20,7 +20,11 @@ def run(cfg) -> None:
     dist_cfg = to_dataclass(cfg.distributed, "distributed")
     if cfg.max_frames is not None and (not isinstance(cfg.max_frames, int) or cfg.max_frames < 1):
         raise UserError(f"`max_frames` must be an integer >= 1 or null. Got {cfg.max_frames}.")
+    parse_position(cfg.start, "start")  # a malformed range fails before anything loads
+    parse_position(cfg.end, "end")
     pairs = list_inputs(cfg.input, cfg.output)
+    for _, dst in pairs:
+        check_output(dst, io_cfg.codec)
     if cfg.skip_existing and cfg.overwrite:
         raise UserError("`skip_existing=true` keeps finished outputs and `overwrite=true` replaces them; pass one.")
     if not cfg.overwrite and not cfg.skip_existing:
@@ -45,7 +49,11 @@ def run(cfg) -> None:
                                               padded_length=spec.padded_length)
     method.load(device, None)  # None: the backbone preset's dtype (backbone.dtype) decides
     runner = WindowRunner(method, spec, device, blend=engine_cfg.blend, seed=engine_cfg.seed)
+    weights_note = random_weights_note(cfg.get("backbone"))
     split_frames = procs is not None and (dist_cfg.split == "frames" or (dist_cfg.split == "auto" and len(pairs) == 1))
+    if split_frames and (cfg.start is not None or cfg.end is not None):
+        raise UserError("`start`/`end` are not supported when one clip is split over several processes; "
+                        "cut the segment first (vsrkit infer start=... end=... in one process) or pass distributed.split=files.")
     if procs is not None and not split_frames:
         total, pairs = len(pairs), distributed.deal(pairs, procs.rank, procs.world)
         print(f"process {procs.rank} of {procs.world}: {len(pairs)} of {total} inputs")
@@ -66,5 +74,7 @@ def run(cfg) -> None:
             continue
         stats = upscale_file(runner, Path(src), Path(dst), io_cfg=io_cfg, overwrite=cfg.overwrite,
                              max_frames=cfg.max_frames, decode_chunk=engine_cfg.decode_chunk,
-                             keyframes_for=keyframes_for)
-        print(f"{stats.output}: {stats.frames} frames, {stats.seconds:.2f} s ({stats.seconds_per_frame * 1000:.1f} ms/frame)")
+                             keyframes_for=keyframes_for, start=cfg.start, end=cfg.end)
+        notes = stats.notes + ([weights_note] if weights_note else [])
+        print(f"{stats.output}: {stats.frames} frames, {stats.seconds:.2f} s ({stats.seconds_per_frame * 1000:.1f} ms/frame)"
+              + "".join(f"; {note}" for note in notes))

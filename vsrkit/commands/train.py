@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+
 from vsrkit.errors import UserError
 
 
@@ -34,6 +37,10 @@ def run(cfg) -> None:
     result = run_training(method, dataset, train_cfg, seed=cfg.seed, run_config=OmegaConf.to_container(cfg, resolve=True),
                           validate=validate)
     if result.interrupted:
-        print(f"stopped after step {result.step}; resume with train.resume=true (checkpoint {result.checkpoint})")
+        # Saved, but not done: a scheduler or a shell loop must not take this for a finished run.
+        name = signal.Signals(result.signal).name
+        print(f"stopped by {name} after step {result.step}; resume with train.resume=true (checkpoint "
+              f"{result.checkpoint})")
+        sys.exit(128 + result.signal)
     else:
         print(f"trained {result.step} steps; checkpoint {result.checkpoint}; exported weights {result.export_dir}")

@@ -97,8 +97,9 @@ def context_size(hr: int, available: int, factor: float, scale: int) -> int:
 
 
 def to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """``(T, H, W, 3)`` uint8 -> ``(3, T, H, W)`` float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float() / 255.0
+    """``(T, H, W, 3)`` uint8 (or uint16, from sources above 8 bits) -> ``(3, T, H, W)`` float32 in [0, 1]."""
+    peak = 65535.0 if frames.dtype == np.uint16 else 255.0
+    return torch.from_numpy(np.ascontiguousarray(frames).astype(np.float32)).permute(3, 0, 1, 2) / peak
 
 
 def random_crop_box(generator: torch.Generator, size: tuple[int, int], crop: tuple[int, int]) -> tuple[int, int]:

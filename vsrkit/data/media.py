@@ -3,7 +3,9 @@ whole file (PyAV seek to the keyframe before ``start``, then decode forward), fr
 single images, and a lossless MKV writer for test sets.
 
 :mod:`vsrkit.io` streams whole inputs for inference; training needs short random clips in
-dataloader workers, hence this separate, seek-based reader. Frames are ``(T, H, W, 3)`` uint8 RGB.
+dataloader workers, hence this seek-based reader. Pixels go through :mod:`vsrkit.io`'s own
+conversions (colour tags honoured, images read by :func:`vsrkit.io.read_image`), and the file
+lists are its lists. Frames are ``(T, H, W, 3)`` RGB, uint8 (uint16 for sources above 8 bits).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from pathlib import Path
 
 import av
 import numpy as np
-from PIL import Image
 
-from vsrkit.data.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_image, is_video, list_images
 from vsrkit.errors import VideoReadError
+from vsrkit.io import images as io_images
+from vsrkit.io.convert import bit_depth, frame_to_rgb
+from vsrkit.io.kinds import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_image, is_video, list_images
 
 __all__ = [
     "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "is_image", "is_video", "list_images", "read_image", "VideoProbe",
@@ -26,20 +29,12 @@ __all__ = [
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An image as ``(H, W, 3)`` uint8 RGB (16-bit images are scaled to 8 bits, alpha dropped).
+    """An image as ``(H, W, 3)`` RGB: uint8, or uint16 for images above 8 bits (alpha dropped).
 
     Raises:
         VideoReadError: the file is missing or not a readable image.
     """
-    try:
-        with Image.open(path) as image:
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(image, dtype=np.float64)
-                array = np.clip(np.round(array / 257.0), 0, 255).astype(np.uint8)
-                return np.repeat(array[..., None], 3, axis=2)
-            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    except (OSError, ValueError) as err:
-        raise VideoReadError(f"cannot read image {path}: {err}") from None
+    return io_images.read_image(path)
 
 
 @dataclass(frozen=True)
@@ -99,7 +94,8 @@ def read_video_clip(path: Path, start: int, count: int) -> np.ndarray:
         count: Frames wanted.
 
     Returns:
-        ``(n, H, W, 3)`` uint8 RGB with ``n <= count`` (``n = 0`` if ``start`` is past the end).
+        ``(n, H, W, 3)`` RGB with ``n <= count`` (``n = 0`` if ``start`` is past the end): uint8,
+        or uint16 for videos above 8 bits.
     """
     frames: list[np.ndarray] = []
     try:
@@ -116,7 +112,7 @@ def read_video_clip(path: Path, start: int, count: int) -> np.ndarray:
             for frame in container.decode(stream):
                 if target is not None and frame.pts is not None and frame.pts < target - tolerance:
                     continue
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(frame_to_rgb(frame, high_bit_depth=bit_depth(frame.format) > 8))
                 if len(frames) >= count:
                     break
     except av.FFmpegError as err:
@@ -139,21 +135,17 @@ def read_frames_clip(files: list[Path], start: int, count: int) -> np.ndarray:
 
 
 def write_lossless_mkv(path: Path, frames: np.ndarray, rate: int = 25) -> None:
-    """Write ``(T, H, W, 3)`` uint8 RGB frames as a bit-exact FFV1 MKV (``bgr0``: FFmpeg 8's ffv1
-    rejects 8-bit ``gbrp``).
+    """Write ``(T, H, W, 3)`` uint8 (or uint16) RGB frames as a bit-exact FFV1 MKV, atomically
+    (:class:`vsrkit.io.VideoWriter`: a temporary file published under ``path``; an existing
+    ``path`` is replaced, as test-set tools rebuild their outputs).
 
     Args:
-        path: Output ``.mkv`` file (its folder must exist).
+        path: Output ``.mkv`` file.
         frames: The frames.
         rate: Frame rate written in the container.
     """
-    with av.open(str(path), "w", format="matroska") as container:
-        stream = container.add_stream("ffv1", rate=rate)
-        stream.height, stream.width = frames.shape[1], frames.shape[2]
-        stream.pix_fmt = "bgr0"
-        for array in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    from vsrkit.io import VideoWriter
+
+    with VideoWriter(path, width=frames.shape[2], height=frames.shape[1], fps=rate, codec="ffv1",
+                     overwrite=True) as writer:
+        writer.write(np.ascontiguousarray(frames))

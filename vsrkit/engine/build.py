@@ -61,6 +61,25 @@ def build_method(cfg: Any, method_name: str, backbone_name: str | None, scale: i
         raise UserError(f"method `{method_name}`: {err}") from None
 
 
+def random_weights_note(backbone: Any) -> str | None:
+    """What every summary line of a run says when its backbone has random weights, else None.
+
+    Args:
+        backbone: The ``backbone`` config node or :class:`~vsrkit.backbones.config.BackboneConfig`
+            (None for methods without a backbone).
+    """
+    if backbone is None:
+        return None
+    from vsrkit.backbones.presets import PRESETS
+
+    preset = PRESETS.get(backbone.preset)
+    if preset is not None and preset.tiny:
+        return f"random weights (tiny preset `{backbone.preset}`): the output is noise"
+    if backbone.random_weights and backbone.path is None and backbone.transformer_path is None:
+        return "RANDOM weights (backbone.random_weights=true): the output is noise"
+    return None
+
+
 def hydra_choice(group: str) -> str | None:
     """The option the user (or the defaults) picked for config group ``group``."""
     from hydra.core.hydra_config import HydraConfig

@@ -427,7 +427,8 @@ def upscale_file_split(procs: Processes, runner: WindowRunner, src: Path, dst: P
     Returns:
         :class:`vsrkit.engine.run_infer.FileStats` on the first process, None on the others.
     """
-    from vsrkit.engine.run_infer import FileStats, _progress_bar, open_writer, parse_fps
+    from vsrkit.engine.progress import InferProgress
+    from vsrkit.engine.run_infer import FileStats, open_writer, parse_fps
     from vsrkit.io import open_source
 
     source = open_source(src, frames_fps=parse_fps(io_cfg.frames_fps))
@@ -462,14 +463,14 @@ def upscale_file_split(procs: Processes, runner: WindowRunner, src: Path, dst: P
         produced = iter(run)
 
     if procs.is_main:
-        bar = _progress_bar(num_frames, f"{src.name} -> {dst.name}", progress)
+        bar = InferProgress(num_frames, f"{src.name} -> {dst.name}", enabled=progress)
         written = 0
-        with open_writer(dst, info, scale, io_cfg, overwrite, src, capped=num_frames < info.num_frames) as writer:
+        with open_writer(dst, info, scale, io_cfg, overwrite, src, capped=num_frames < info.num_frames,
+                         names=source.frame_names()) as writer:
             for frames, pts in produced:
                 writer.write(model_to_frames(frames, info.dtype), pts=None if pts and pts[0] is None else pts)
                 written += frames.shape[1]
-                if bar is not None:
-                    bar.update(frames.shape[1])
+                bar.frames_finished(written)
             procs.log("segment 0 (process 0) computed %s in %.2f s", segment.describe(), time.perf_counter() - started)
             _hand_over_tail(procs, run, segments)
             for other in segments[1:]:
@@ -477,12 +478,10 @@ def upscale_file_split(procs: Processes, runner: WindowRunner, src: Path, dst: P
                 for frames, pts in _receive_frames(procs, other.index, frame_shape, info.dtype, result):
                     writer.write(frames, pts=pts)
                     written += len(frames)
-                    if bar is not None:
-                        bar.update(len(frames))
+                    bar.frames_finished(written)
                 procs.log("segment %d (process %d) computed %s in %.2f s", other.index, other.index,
                           other.describe(), result["seconds"])
-        if bar is not None:
-            bar.close()
+        bar.close()
         seconds = time.perf_counter() - started
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
         logger.info("%s: %d frames in %.2f s (%.3f s/frame) over %d processes -> %s", src, written, seconds,

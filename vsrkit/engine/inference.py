@@ -63,13 +63,22 @@ def apply_overrides(spec: WindowSpec, window: int | None, overlap: int | None, t
         changes["overlap"] = 0
     if changes.get("tile", spec.tile) is None:
         changes["tile_overlap"] = 0
-    try:
-        return dataclasses.replace(spec, **changes)
-    except ValueError as err:
-        from vsrkit.errors import UserError
+    from vsrkit.errors import UserError
 
+    try:
+        changed = dataclasses.replace(spec, **changes)
+    except ValueError as err:
         raise UserError(f"engine settings with the method's defaults {spec.window=}, {spec.overlap=}, {spec.tile=}, "
                         f"{spec.tile_overlap=}: {err} Set engine.overlap / engine.tile_overlap too.") from None
+    stride, multiple = (changed.window or 0) - changed.overlap, changed.stride_multiple
+    if changed.window is not None and stride % multiple:
+        # plan_ranges would round the stride, i.e. silently blend more (or fewer) frames than asked.
+        lower, upper = changed.overlap + stride % multiple, changed.overlap - (multiple - stride % multiple)
+        options = " or ".join(f"engine.overlap={v}" for v in (lower, upper) if 0 <= v < changed.window)
+        raise UserError(f"`engine.window` - `engine.overlap` = {changed.window} - {changed.overlap} = {stride} must be a "
+                        f"multiple of {multiple} for this method (its windows start on multiples of {multiple}); "
+                        f"use {options}.")
+    return changed
 
 
 def _pad_video(x: torch.Tensor, pad_h: int, pad_w: int, mode: str) -> torch.Tensor:
@@ -98,14 +107,18 @@ class WindowRunner:
         device: Where the method runs.
         blend: ``linear`` or ``cut`` (see :func:`vsrkit.engine.windows.ramp_weights`).
         seed: Seed of the generator passed to the method.
+        progress: Where windows, tiles and the method's stages are reported
+            (:class:`vsrkit.engine.progress.InferProgress`); None shows nothing.
     """
 
-    def __init__(self, method, spec: WindowSpec, device: torch.device, blend: str = "linear", seed: int = 42):
+    def __init__(self, method, spec: WindowSpec, device: torch.device, blend: str = "linear", seed: int = 42,
+                 progress=None):
         self.method = method
         self.spec = spec
         self.device = device
         self.blend = blend
         self.seed = seed
+        self.progress = progress
 
     def __call__(self, lq: torch.Tensor, frame_start: int, keyframes: dict | None = None) -> torch.Tensor:
         """Upscale ``lq (1, 3, L, H, W)`` float32 in [-1, 1] (unpadded).
@@ -133,6 +146,8 @@ class WindowRunner:
         for i, (y0, y1) in enumerate(rows):
             wy = ramp_weights(rows, i, self.blend).repeat_interleave(s).to(self.device, torch.float32)
             for j, (x0, x1) in enumerate(cols):
+                if self.progress is not None and len(rows) * len(cols) > 1:
+                    self.progress.begin_tile(i * len(cols) + j, len(rows) * len(cols))
                 wx = ramp_weights(cols, j, self.blend).repeat_interleave(s).to(self.device, torch.float32)
                 out = self._tile(lq[..., y0:y1, x0:x1], local_keyframes, (y0, y1, x0, x1), frame_start, length)
                 canvas[:, :, y0 * s:y1 * s, x0 * s:x1 * s] += out * (wy[:, None] * wx[None, :])
@@ -150,7 +165,8 @@ class WindowRunner:
         }
         generator = torch.Generator(device=self.device).manual_seed(self.seed + frame_start)
         context = WindowContext(frame_start=frame_start, num_valid=length, keyframes=tile_keyframes,
-                                generator=generator, spatial_offset=(y0, x0))
+                                generator=generator, spatial_offset=(y0, x0),
+                                on_stage=self.progress.stage if self.progress is not None else None)
         out = self.method.upscale(tile.to(self.device), context)
         expected = (1, 3, tile.shape[2], tile.shape[3] * s, tile.shape[4] * s)
         if tuple(out.shape) != expected:
@@ -208,6 +224,8 @@ def upscale_stream(
                                                start + spec.padded_length(stop - start))
         if carry is not None:
             window_keyframes = carry.add(window_keyframes, start)
+        if runner.progress is not None:
+            runner.progress.begin_window(index, len(ranges), stop - start)
         out = runner(frames_to_model(window_frames), start, window_keyframes)
         if carry is not None:
             carry.remember(out, window_keyframes, start, ranges[index + 1][0] if index + 1 < len(ranges) else None)
@@ -225,5 +243,7 @@ def upscale_stream(
         pending, pending_start = pending[:, done:], next_start
         drop = next_start - buffer_start
         buffer, buffer_pts, buffer_start = buffer[drop:], buffer_pts[drop:], next_start
+        if runner.progress is not None:
+            runner.progress.frames_finished(next_start)
         if on_window is not None:
             on_window(next_start, num_frames)

@@ -358,6 +358,8 @@ def _image_files(images: list[str]) -> list[Path]:
         return files
     files = [Path(p) for p in images]
     for path in files:
+        if not path.exists():
+            raise UserError(f"`keyframes.images` entry {path} does not exist; give existing image files or a folder.")
         if not path.is_file() or not is_image(path):
             raise UserError(f"`keyframes.images` entry {path} is not an image file (expected .png, .jpg, .bmp, .tif).")
     return files

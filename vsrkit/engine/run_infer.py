@@ -6,22 +6,23 @@ frame rate and timestamps, and audio (see :mod:`vsrkit.io`).
 
 from __future__ import annotations
 
+import bisect
 import logging
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import torch
 
 from vsrkit.engine.inference import WindowRunner, model_to_frames
-from vsrkit.engine.streaming import upscale_frames
+from vsrkit.engine.progress import InferProgress
+from vsrkit.engine.streaming import is_streaming, upscale_frames
 from vsrkit.engine.settings import IOConfig
-from vsrkit.errors import UserError
+from vsrkit.errors import UserError, VideoReadError
 
 logger = logging.getLogger(__name__)
-
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v")
 
 
 @dataclass
@@ -34,6 +35,7 @@ class FileStats:
         frames: Frames written.
         seconds: Wall time from the first frame read to the last frame written.
         peak_gpu_bytes: Peak CUDA memory allocated during the file (0 on CPU).
+        notes: What the summary must say besides the counts (a truncated input ...).
     """
 
     input: str
@@ -41,10 +43,105 @@ class FileStats:
     frames: int
     seconds: float
     peak_gpu_bytes: int
+    notes: list[str] = field(default_factory=list)
 
     @property
     def seconds_per_frame(self) -> float:
         return self.seconds / max(self.frames, 1)
+
+
+_SECONDS = re.compile(r"^(\d+(?:\.\d+)?)s$")
+_CLOCK = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
+
+
+def parse_position(value, key: str) -> tuple[str, int | Fraction] | None:
+    """``start`` / ``end`` as the user gave it: ``("frame", index)`` or ``("time", seconds)``.
+
+    A frame index is an integer (``120``); a time has a unit or a clock: ``4.5s``, ``1:02.5``,
+    ``00:01:02.5``. None stays None.
+
+    Raises:
+        UserError: Anything else (a bare decimal is ambiguous: frames or seconds?).
+    """
+    if value is None:
+        return None
+    text = str(value).strip()
+    if isinstance(value, int) and not isinstance(value, bool) or text.isdigit():
+        if int(text) < 0:
+            raise UserError(f"`{key}` must be >= 0. Got {value}.")
+        return "frame", int(text)
+    seconds = _SECONDS.match(text)
+    if seconds:
+        return "time", Fraction(seconds.group(1))
+    clock = _CLOCK.match(text)
+    if clock:
+        hours, minutes, secs = clock.groups()
+        return "time", Fraction(int(hours or 0) * 3600 + int(minutes) * 60) + Fraction(secs)
+    raise UserError(f"`{key}` must be a frame index (120) or a time (4.5s, 1:02.5, 00:01:02.5). Got {value!r}.")
+
+
+@dataclass(frozen=True)
+class FrameRange:
+    """Frames ``[start, stop)`` of a source that a run processes.
+
+    Args:
+        start: Index of the first frame (decoding order).
+        stop: Index after the last frame.
+        total: Frames the source has.
+    """
+
+    start: int
+    stop: int
+    total: int
+
+    @property
+    def count(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def is_whole(self) -> bool:
+        return self.start == 0 and self.stop == self.total
+
+
+def frame_range(source, start=None, end=None, max_frames: int | None = None) -> FrameRange:
+    """The frames of ``source`` a run processes: the one place where a requested range becomes indices.
+
+    Args:
+        source: A :class:`vsrkit.io.FrameSource` (its frame count and timestamps are used).
+        start: First frame: an index, or a time (``4.5s``, ``1:02.5``) meaning the first frame
+            shown at or after it (times count from the first frame). None: frame 0.
+        end: Where to stop, exclusive, in the same forms; past the end means the end. None: the end.
+        max_frames: At most this many frames from ``start``.
+
+    Raises:
+        UserError: A malformed position, a start at or past the end, or an end not after the start.
+    """
+    info = source.info
+    total = info.num_frames
+    times: list[Fraction] | None = None
+
+    def index(value, key: str) -> int:
+        nonlocal times
+        kind, position = parse_position(value, key)
+        if kind == "frame":
+            return int(position)
+        if times is None:
+            pts = source.frame_pts() or [0]
+            if info.time_base is None:
+                raise UserError(f"`{key}={value}` is a time but {info.path} has no timestamps (an image); "
+                                f"give a frame index.")
+            times = [(p - pts[0]) * info.time_base for p in pts]
+        return bisect.bisect_left(times, position)
+
+    first = index(start, "start") if start is not None else 0
+    stop = min(index(end, "end"), total) if end is not None else total
+    if max_frames is not None:
+        stop = min(stop, first + max_frames)
+    if first >= total:
+        raise UserError(f"`start={start}` is at or past the end of {info.path}, which has {total} frames.")
+    if stop <= first:
+        raise UserError(f"`end={end}` must come after `start={start}` (frames {first} to {stop} of {info.path}).")
+    return FrameRange(first, stop, total)
 
 
 def parse_fps(text: str) -> Fraction:
@@ -57,22 +154,28 @@ def parse_fps(text: str) -> Fraction:
     return fps
 
 
-def open_writer(dst: Path, info, scale: int, io_cfg: IOConfig, overwrite: bool, src: Path, capped: bool = False):
-    """The writer for ``dst``: a video file, an image, or a frames folder (no suffix)."""
-    from vsrkit.io import FramesWriter, VideoWriter
+def open_writer(dst: Path, info, scale: int, io_cfg: IOConfig, overwrite: bool, src: Path, capped: bool = False,
+                names: list[str] | None = None, audio_start: Fraction | None = None,
+                audio_origin: Fraction = Fraction(0)):
+    """The writer for ``dst``: a video file, an image, or a frames folder (no suffix) whose files are
+    called ``names`` (the input frames' names) when given. ``audio_start`` / ``audio_origin``: see
+    :class:`vsrkit.io.VideoWriter` (a segment's audio)."""
+    from vsrkit.io import FramesWriter, VideoWriter, is_video
 
     width, height = info.width * scale, info.height * scale
-    if dst.suffix.lower() in VIDEO_SUFFIXES:
+    if is_video(dst):
         fps = info.fps if info.fps is not None else parse_fps(io_cfg.frames_fps)
         return VideoWriter(
             dst, width=width, height=height, fps=fps,
             time_base=info.time_base if info.kind == "video" else None,
             codec=io_cfg.codec, crf=io_cfg.crf, pix_fmt=io_cfg.pix_fmt,
             audio_from=src if (io_cfg.audio and info.has_audio) else None, trim_audio=capped, overwrite=overwrite,
+            audio_start=audio_start, audio_origin=audio_origin,
+            colour=info.colour, display_matrix=info.display_matrix,
         )
     if dst.suffix:
         return _ImageWriter(dst, overwrite)
-    return FramesWriter(dst, overwrite=overwrite)
+    return FramesWriter(dst, overwrite=overwrite, names=names)
 
 
 class _ImageWriter:
@@ -97,16 +200,17 @@ class _ImageWriter:
             write_image(self.path, self.frames[0], overwrite=self.overwrite)
 
 
-def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None, device=None,
+def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None, device: torch.device | str = "cpu",
                           cache: dict | None = None, padded_length=None):
-    """``(source, num_frames) -> {frame index: (3, H*s, W*s) tensor}`` for ``upscale_file``.
+    """``(source, num_frames, first) -> {frame index: (3, H*s, W*s) tensor}`` for ``upscale_file``
+    (indices count from ``first``, the first frame the run processes).
 
     Args:
         node: The ``keyframes`` config node (:class:`vsrkit.engine.keyframes.KeyframesConfig`).
         scale: Upscaling factor.
         gt_path: Ground truth of the clip (``bench``), used by ``source=gt`` when
             ``keyframes.gt`` is empty.
-        device: The run's device: keyframe models (``source=method``) run there (default CPU).
+        device: ``engine.device``: where keyframes are made (a ``source=method`` model runs there).
         cache: Per-run store for loaded keyframe models; pass one dict for every clip of a run
             (default: a new one, shared by the clips this function's result is used for).
         padded_length: ``frames -> frames padded to the method's rule`` (``WindowSpec.padded_length``),
@@ -128,30 +232,36 @@ def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None, d
         config = dataclasses.replace(config, gt=str(gt_path))
     cache = {} if cache is None else cache
 
-    def make(source, num_frames: int) -> dict:
+    def make(source, num_frames: int, first: int = 0) -> dict:
+        """Keyframes of the clip's frames ``[first, first + num_frames)``, indexed from ``first``."""
         from vsrkit.io import open_source
 
         info = source.info
+        if first and (config.selector == "iframes" or config.source == "gt"):
+            raise UserError(f"`keyframes.selector={config.selector}` / `keyframes.source={config.source}` index the "
+                            f"whole input, so they do not combine with `start`; use keyframes.selector=manual "
+                            f"with indices counted from `start`.")
 
         def lq_frame(index: int) -> torch.Tensor:
             # Keyframes are few: decoding up to each one again keeps memory flat.
-            for chunk in open_source(info.path).chunks(16, max_frames=index + 1):
-                if chunk.start + len(chunk.frames) > index:
-                    return frames_to_model(chunk.frames[index - chunk.start][None])[0, :, 0]
-            raise UserError(f"`{info.path}` has no frame {index}.")
+            wanted = first + index
+            for chunk in open_source(info.path).chunks(16, max_frames=wanted + 1):
+                if chunk.start + len(chunk.frames) > wanted:
+                    return frames_to_model(chunk.frames[wanted - chunk.start][None])[0, :, 0]
+            raise UserError(f"`{info.path}` has no frame {wanted}.")
 
         out_hw = (info.height * scale, info.width * scale)
         padded = padded_length(num_frames) if padded_length is not None else num_frames
         return prepare_keyframes(config, input_path=str(info.path), num_frames=num_frames, lq_frame=lq_frame,
-                                 out_hw=out_hw, scale=scale, device=device or "cpu", cache=cache,
-                                 padded_frames=padded)
+                                 out_hw=out_hw, scale=scale, device=device, cache=cache, padded_frames=padded)
 
     return make
 
 
 def upscale_file(runner: WindowRunner, src: Path, dst: Path, *, io_cfg: IOConfig, overwrite: bool,
-                 max_frames: int | None, decode_chunk: int, keyframes_for=None, progress: bool = True) -> FileStats:
-    """Upscale one input file or frames folder into ``dst``.
+                 max_frames: int | None, decode_chunk: int, keyframes_for=None, progress: bool = True,
+                 start=None, end=None) -> FileStats:
+    """Upscale one input file or frames folder (or a range of its frames) into ``dst``.
 
     Args:
         runner: The window runner (method, spec, device).
@@ -159,48 +269,72 @@ def upscale_file(runner: WindowRunner, src: Path, dst: Path, *, io_cfg: IOConfig
         dst: Output path (kind chosen by its suffix).
         io_cfg: Output settings.
         overwrite: Replace an existing ``dst``.
-        max_frames: Stop after this many input frames.
+        max_frames: Stop after this many input frames (counted from ``start``).
         decode_chunk: Frames decoded at a time.
-        keyframes_for: Optional callable ``(source, num_frames) -> {frame index: (3, H*s, W*s) tensor}``
-            for methods whose spec uses keyframes.
-        progress: Show a progress bar.
+        keyframes_for: Optional callable ``(source, num_frames, first) -> {frame index: (3, H*s, W*s)
+            tensor}`` for methods whose spec uses keyframes (indices count from ``first``).
+        progress: Show progress (a bar on a terminal, else a log line every 10 s): window, tile, the
+            method's stage, fps and ETA.
+        start: First frame to process: an index or a time (see :func:`frame_range`); None: 0.
+        end: Frame or time to stop before; None: the end. A segment's output starts at the
+            source's first timestamp and its audio is cut to match.
     """
     from vsrkit.engine.overlap import BackgroundWriter, Prefetcher
     from vsrkit.io import open_source
 
     source = open_source(src, frames_fps=parse_fps(io_cfg.frames_fps))
     info = source.info
-    num_frames = info.num_frames if max_frames is None else min(info.num_frames, max_frames)
-    keyframes = keyframes_for(source, num_frames) if keyframes_for is not None else None
+    notes = []
+    if info.truncated:
+        if io_cfg.on_truncated == "error":
+            raise VideoReadError(f"Input {src} is {info.truncated}. Nothing was written (io.on_truncated=error); "
+                                 f"repair or re-download it, or set io.on_truncated=keep to upscale what decodes.")
+        logger.warning("%s: %s; upscaling the %d frames that decode (io.on_truncated=error refuses such inputs)",
+                       src, info.truncated, info.num_frames)
+        notes.append(f"input {info.truncated}")
+    span = frame_range(source, start, end, max_frames)
+    if span.start or (start is not None or end is not None) and not span.is_whole:
+        notes.append(f"frames {span.start}-{span.stop - 1} of {span.total}")
+    num_frames = span.count
+    keyframes = keyframes_for(source, num_frames, span.start) if keyframes_for is not None else None
+    # A segment keeps the source's clock origin: its first frame gets the source's first timestamp,
+    # and the audio from the segment's start moves with it.
+    all_pts = source.frame_pts() if span.start else None
+    offset = all_pts[span.start] - all_pts[0] if all_pts else 0
+    audio_start = all_pts[span.start] * info.time_base if all_pts and info.time_base else None
+    audio_origin = all_pts[0] * info.time_base if all_pts and info.time_base else Fraction(0)
+    names = source.frame_names()
     scale = runner.spec.scale
-    bar = _progress_bar(num_frames, f"{src.name} -> {dst.name}", progress)
+    runner.progress = InferProgress(num_frames, f"{src.name} -> {dst.name}", enabled=progress)
     device = runner.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
     written = 0
-    # Decoding and encoding run in their own threads beside the method (vsrkit.engine.overlap).
-    with open_writer(dst, info, scale, io_cfg, overwrite, src, capped=num_frames < info.num_frames) as writer, \
-            BackgroundWriter(writer) as sink, Prefetcher(source.chunks(decode_chunk, max_frames=num_frames)) as chunks:
-        for frames, pts in upscale_frames(runner, chunks, num_frames, keyframes, overlap_stages=False):
-            sink.write(model_to_frames(frames, info.dtype), pts=None if pts and pts[0] is None else pts)
-            written += frames.shape[1]
-            if bar is not None:
-                bar.update(frames.shape[1])
-    if bar is not None:
-        bar.close()
+    streaming = is_streaming(runner.method)
+    try:
+        # Decoding and encoding run in their own threads beside the method (vsrkit.engine.overlap).
+        with open_writer(dst, info, scale, io_cfg, overwrite, src, capped=not span.is_whole,
+                         names=names[span.start:span.stop] if names else None, audio_start=audio_start,
+                         audio_origin=audio_origin) as writer, BackgroundWriter(writer) as sink, \
+                Prefetcher(source.chunks(decode_chunk, max_frames=num_frames, first=span.start)) as chunks:
+            for frames, pts in upscale_frames(runner, chunks, num_frames, keyframes, overlap_stages=False,
+                                              on_stage=runner.progress.stage):
+                if pts and pts[0] is not None:
+                    pts = [p - offset for p in pts]
+                else:
+                    pts = None
+                sink.write(model_to_frames(frames, info.dtype), pts=pts)
+                written += frames.shape[1]
+                if streaming:  # windowed runs report finished frames from upscale_stream
+                    runner.progress.frames_finished(written)
+    finally:
+        runner.progress.close()
+        runner.progress = None
     seconds = time.perf_counter() - started
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    logger.info("%s: %d frames in %.2f s (%.3f s/frame) -> %s", src, written, seconds, seconds / max(written, 1), dst)
-    return FileStats(str(src), str(dst), written, seconds, int(peak))
-
-
-def _progress_bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="frame", leave=False, dynamic_ncols=True)
+    logger.debug("%s: %d frames in %.2f s (%.3f s/frame) -> %s", src, written, seconds, seconds / max(written, 1), dst)
+    return FileStats(str(src), str(dst), written, seconds, int(peak), notes)
 
 
 def validation_hook(config, scale: int):

@@ -17,8 +17,11 @@ class EngineConfig:
         overlap: Frames shared by consecutive windows and blended; ``None`` keeps the method's.
         tile: Spatial tile edge in input pixels; ``None`` keeps the method's, ``0`` disables tiling.
         tile_overlap: Input pixels shared by neighbouring tiles; ``None`` keeps the method's.
-        blend: ``linear`` cross-fades overlaps (no seams); ``cut`` keeps each window's or tile's
-            centre and hard-cuts at the middle of the overlap, as the SparkVSR release does.
+        blend: ``linear`` cross-fades overlaps (no seams) over the middle half of each overlap, the
+            outer quarters going wholly to the window or tile whose edge is further away (edges saw
+            padding); ``cut`` keeps each window's or tile's centre and hard-cuts at the middle of
+            the overlap, as the SparkVSR release does. Either way the weights are normalised over
+            all windows covering a frame, so any overlap (also above half the window) is exact.
         decode_chunk: Frames decoded at a time (memory bound of the reader).
         seed: Seed of the generator handed to the method (posterior sampling, random keyframes).
     """
@@ -55,6 +58,9 @@ class IOConfig:
         audio: Copy the input's audio track into video outputs.
         frames_fps: Frame rate (a fraction like ``24000/1001`` or a number) used when a frames
             folder or image is written as a video.
+        on_truncated: What to do with an input whose decoding stops early (cut-off download,
+            damaged file): ``keep`` upscales the frames that decode and says so in the log and the
+            summary; ``error`` stops with exit status 2 and writes nothing.
     """
 
     codec: str = "h264"
@@ -62,8 +68,11 @@ class IOConfig:
     pix_fmt: Optional[str] = None
     audio: bool = True
     frames_fps: str = "24"
+    on_truncated: str = "keep"
 
     def __post_init__(self):
+        if self.on_truncated not in ("keep", "error"):
+            raise ValueError(f"`io.on_truncated` must be one of ['keep', 'error']. Got {self.on_truncated}.")
         if self.codec not in ("h264", "h265", "ffv1"):
             raise ValueError(f"`io.codec` must be one of ['h264', 'h265', 'ffv1']. Got {self.codec}.")
         if not 0 <= self.crf <= 51:

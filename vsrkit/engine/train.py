@@ -53,6 +53,8 @@ class TrainResult:
         checkpoint: The newest checkpoint folder.
         export_dir: ``output_dir/export`` once training reached ``max_steps``; None if interrupted.
         interrupted: Whether SIGINT/SIGTERM ended the run early (after saving a checkpoint).
+        signal: The signal that ended it (``signal.SIGINT`` / ``SIGTERM``; SIGTERM on processes that
+            only heard of the stop from another one); None when it finished.
     """
 
     output_dir: Path
@@ -60,6 +62,7 @@ class TrainResult:
     checkpoint: Path | None
     export_dir: Path | None
     interrupted: bool
+    signal: int | None = None
 
 
 class _StepModule(torch.nn.Module):
@@ -615,7 +618,8 @@ class _Trainer:
                         interrupted = True
                         break
                 if interrupted:
-                    return TrainResult(self.out, self.step, last_saved, None, True)
+                    return TrainResult(self.out, self.step, last_saved, None, True,
+                                       signal=int(stop.signum or signal.SIGTERM))
                 self._log_peak_memory()
                 if saved_step != self.step:
                     last_saved = self.save_checkpoint("final")

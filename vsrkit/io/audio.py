@@ -25,9 +25,16 @@ class AudioRemuxer:
     Args:
         source: Path of the file whose first audio stream is copied.
         output: The open output container.
+        start: Source time (seconds) where the output begins: packets that start earlier are
+            dropped and the rest are moved earlier by ``start - origin`` (a segment of a clip).
+        origin: Source time the output's clock is aligned to (the clip's first video frame, so a
+            segment's audio keeps the same offset to its video as in the source).
     """
 
-    def __init__(self, source: str | Path, output: av.container.OutputContainer):
+    def __init__(self, source: str | Path, output: av.container.OutputContainer, start: Fraction | None = None,
+                 origin: Fraction = Fraction(0)):
+        self.start = start
+        self.shift = (start - origin) if start is not None else Fraction(0)
         self.active = False
         self.packets_written = 0
         self._input = None
@@ -78,15 +85,23 @@ class AudioRemuxer:
         """Mux every packet that starts before ``seconds`` (None: all that are left).
 
         Args:
-            seconds: Source time in seconds, on the clock of the source's timestamps.
+            seconds: Output time in seconds (source time for a whole clip; for a segment, source
+                time minus ``start - origin``).
         """
         if not self.active:
             return
         while (packet := self._next()) is not None:
             start = packet.pts if packet.pts is not None else packet.dts
-            if seconds is not None and start * packet.time_base >= seconds:
+            if self.start is not None and start * packet.time_base < self.start:
+                self._pending = None  # before the segment
+                continue
+            if seconds is not None and start * packet.time_base - self.shift >= seconds:
                 return
             self._pending = None
+            if self.shift:
+                ticks = round(self.shift / packet.time_base)
+                packet.pts = packet.pts - ticks if packet.pts is not None else None
+                packet.dts = packet.dts - ticks if packet.dts is not None else None
             packet.stream = self._out_stream
             self._output.mux(packet)
             self.packets_written += 1

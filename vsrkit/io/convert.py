@@ -9,6 +9,8 @@ rules and tags the stream, so a round trip keeps its colours.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import av
 import numpy as np
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
@@ -32,6 +34,43 @@ _SWS_TO_TAGS = {
 }
 _AVCOL_RANGE_MPEG = 1
 _AVCOL_RANGE_JPEG = 2
+_UNSPECIFIED = (0, 2)  # AVCOL_*_RESERVED0 / UNSPECIFIED: "no tag" for primaries, transfer, matrix
+
+
+@dataclass(frozen=True)
+class ColourTags:
+    """The colour description of a video stream, as FFmpeg numbers it (libavutil/pixfmt.h).
+
+    A writer given these converts RGB back to YUV with the source's matrix and range and tags
+    the output with all four, so an upscaled BT.709 or full-range clip stays one.
+
+    Args:
+        matrix: AVColorSpace (1 BT.709, 5 BT.470BG, 6 SMPTE 170M, 9 BT.2020 NCL, 2 unspecified).
+        primaries: AVColorPrimaries (1 BT.709, 6 SMPTE 170M, 9 BT.2020, 2 unspecified).
+        transfer: AVColorTransferCharacteristic (1 BT.709, 6 SMPTE 170M, 16 PQ, 18 HLG, 2 unspecified).
+        range: AVColorRange (1 limited/MPEG, 2 full/JPEG, 0 unspecified).
+    """
+
+    matrix: int = 2
+    primaries: int = 2
+    transfer: int = 2
+    range: int = 0
+
+    @classmethod
+    def of(cls, frame: av.VideoFrame) -> "ColourTags":
+        """The tags a decoded frame carries (a ``yuvj*`` format counts as full range)."""
+        color_range = int(frame.color_range)
+        if color_range not in (_AVCOL_RANGE_MPEG, _AVCOL_RANGE_JPEG) and frame.format.name.startswith("yuvj"):
+            color_range = _AVCOL_RANGE_JPEG
+        return cls(int(frame.colorspace), int(frame.color_primaries), int(frame.color_trc), color_range)
+
+    def specified(self) -> dict[str, int]:
+        """The tags that say something, under their codec-context names (``colorspace`` ...)."""
+        tags = {"colorspace": self.matrix, "color_primaries": self.primaries, "color_trc": self.transfer}
+        tags = {k: v for k, v in tags.items() if v not in _UNSPECIFIED}
+        if self.range in (_AVCOL_RANGE_MPEG, _AVCOL_RANGE_JPEG):
+            tags["color_range"] = self.range
+        return tags
 
 # swscale's default YUV->RGB path upsamples chroma coarsely: on a 4:2:0 JPEG of baboon.png it
 # differs from libjpeg (PIL) by up to 44 levels (mean 3.1); with full horizontal chroma
@@ -98,13 +137,15 @@ def frame_to_rgb(frame: av.VideoFrame, high_bit_depth: bool = False) -> np.ndarr
     )
 
 
-def rgb_to_frame(rgb: np.ndarray, pix_fmt: str, matrix: Colorspace | None = None) -> av.VideoFrame:
-    """Build a frame in ``pix_fmt`` from an RGB array (limited range for YUV targets).
+def rgb_to_frame(rgb: np.ndarray, pix_fmt: str, matrix: Colorspace | None = None,
+                 full_range: bool | None = None) -> av.VideoFrame:
+    """Build a frame in ``pix_fmt`` from an RGB array (limited range for YUV targets by default).
 
     Args:
         rgb: ``(H, W, 3)`` RGB, uint8 in [0, 255] or uint16 in [0, 65535].
         pix_fmt: Pixel format the encoder takes (``yuv420p``, ``bgr0``, ``rgb48le`` ...).
         matrix: Colour matrix for YUV targets; default: :func:`default_matrix` of the size.
+        full_range: Full-range YUV; default: only for ``yuvj*`` formats.
 
     Returns:
         A frame in ``pix_fmt`` tagged with the matrix and range used.
@@ -116,7 +157,7 @@ def rgb_to_frame(rgb: np.ndarray, pix_fmt: str, matrix: Colorspace | None = None
         return frame.reformat(format=pix_fmt)
     if matrix is None:
         matrix = default_matrix(frame.width, frame.height)
-    full = pix_fmt.startswith("yuvj")
+    full = pix_fmt.startswith("yuvj") if full_range is None else full_range
     return frame.reformat(
         format=pix_fmt,
         dst_colorspace=matrix,
@@ -126,16 +167,33 @@ def rgb_to_frame(rgb: np.ndarray, pix_fmt: str, matrix: Colorspace | None = None
     )
 
 
-def stream_colour_tags(matrix: Colorspace, pix_fmt: str) -> dict[str, int]:
+def stream_colour_tags(matrix: Colorspace, pix_fmt: str, source: ColourTags | None = None) -> dict[str, int]:
     """Colour tags (AVColorSpace, primaries, transfer, range) to set on an encoder's context.
 
     Args:
-        matrix: The matrix :func:`rgb_to_frame` converted with (BT.709 or BT.601).
+        matrix: The matrix :func:`rgb_to_frame` converted with (:func:`writer_matrix`).
         pix_fmt: The encoder's pixel format; ``yuvj*`` formats are full range.
+        source: The input's tags: every tag it specifies is kept (primaries and transfer pass
+            through unchanged, since the RGB values are in the source's colour space).
 
     Returns:
         ``{"colorspace", "color_primaries", "color_trc", "color_range"}`` as ints.
     """
     tags = dict(_SWS_TO_TAGS.get(matrix, {}))
     tags["color_range"] = _AVCOL_RANGE_JPEG if pix_fmt.startswith("yuvj") else _AVCOL_RANGE_MPEG
+    if source is not None:
+        specified = source.specified()
+        if _AVCOL_SPC_TO_SWS.get(specified.get("colorspace")) != matrix:
+            specified.pop("colorspace", None)  # the conversion used another matrix: tag what was used
+        tags.update(specified)
+    if pix_fmt.startswith("yuvj"):
+        tags["color_range"] = _AVCOL_RANGE_JPEG
     return tags
+
+
+def writer_matrix(width: int, height: int, source: ColourTags | None = None) -> Colorspace:
+    """The matrix a writer converts RGB to YUV with: the source's when it names one swscale has,
+    else the one players assume for the output size (:func:`default_matrix`)."""
+    if source is not None and source.matrix in _AVCOL_SPC_TO_SWS:
+        return _AVCOL_SPC_TO_SWS[source.matrix]
+    return default_matrix(width, height)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -14,11 +13,19 @@ from av.video.reformatter import Colorspace
 
 from vsrkit.errors import UserError, VideoReadError
 from vsrkit.io.convert import bit_depth, frame_to_rgb, rgb_to_frame
+from vsrkit.io.kinds import (  # noqa: F401 -- the file kinds live in kinds.py (no av); re-exported here
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    WRITABLE_IMAGE_EXTENSIONS,
+    is_image,
+    is_video,
+    list_images,
+    natural_key,
+    writable_image,
+)
+from vsrkit.io.publish import partial_path, publish, remove_stale_partials
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".y4m")
 
 # Encoder and pixel format per written image type: uint8 input, uint16 input (None: not possible).
 _IMAGE_ENCODERS = {
@@ -30,32 +37,6 @@ _IMAGE_ENCODERS = {
     ".jpg": ("mjpeg", "yuvj444p", None),
     ".jpeg": ("mjpeg", "yuvj444p", None),
 }
-
-
-def is_image(path: str | os.PathLike) -> bool:
-    """Whether the path's extension is one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
-
-def is_video(path: str | os.PathLike) -> bool:
-    """Whether the path's extension is one of :data:`VIDEO_EXTENSIONS` (case-insensitive)."""
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
-
-
-def natural_key(path: str | os.PathLike) -> list:
-    """Sort key that orders ``frame2.png`` before ``frame10.png``."""
-    parts = re.split(r"(\d+)", Path(path).name)
-    return [int(part) if part.isdigit() else part.lower() for part in parts]
-
-
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files directly inside ``folder`` (not recursive, hidden files skipped), natural order."""
-    found = [
-        entry
-        for entry in Path(folder).iterdir()
-        if entry.is_file() and not entry.name.startswith(".") and is_image(entry)
-    ]
-    return sorted(found, key=natural_key)
 
 
 def _decode_image(path: Path) -> av.VideoFrame:
@@ -178,10 +159,11 @@ def write_image(path: str | os.PathLike, frame: np.ndarray, overwrite: bool = Fa
         raise UserError(f"Output {path} already exists; set overwrite=true to replace it.")
     data = encode_image(frame, path.suffix)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}{path.suffix}")
+    remove_stale_partials(path)
+    temporary = partial_path(path)
     try:
         temporary.write_bytes(data)
-        os.replace(temporary, path)
+        publish(temporary, path, overwrite)
     finally:
         temporary.unlink(missing_ok=True)
     return path

@@ -18,7 +18,7 @@ import av
 import numpy as np
 
 from vsrkit.errors import UserError, VideoReadError
-from vsrkit.io.convert import bit_depth, frame_to_rgb
+from vsrkit.io.convert import ColourTags, bit_depth, frame_to_rgb
 from vsrkit.io.images import is_image, is_video, list_images, probe_image, read_image
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,15 @@ class VideoInfo:
         pix_fmt: Pixel format of the decoded frames (``yuv420p``, ``yuvj420p``, ``rgb24`` ...).
         bit_depth: Bits per sample; above 8 the frames come as uint16.
         has_audio: Whether a video has at least one audio stream.
+        declared_frames: Frames the container declares (its index or header; None when it does
+            not say): may differ from ``num_frames`` legitimately (edit lists, a wrong header).
+        truncated: Why decoding stopped before the end of the stream (a packet cut short by the
+            end of the file, the file ending before the packets its index lists, a decode
+            error), in one line with both counts; None when decoding reached the end.
+        colour: The video's colour description (matrix, primaries, transfer, range), which
+            writers carry to the output; None for frames and images.
+        display_matrix: The video's display matrix (9 ints, FFmpeg's ``AV_PKT_DATA_DISPLAYMATRIX``
+            layout: rotation and flips a player applies), carried to video outputs; None if absent.
     """
 
     path: Path
@@ -54,6 +63,10 @@ class VideoInfo:
     pix_fmt: str
     bit_depth: int
     has_audio: bool
+    declared_frames: int | None = None
+    truncated: str | None = None
+    colour: ColourTags | None = None
+    display_matrix: tuple[int, ...] | None = None
 
     @property
     def dtype(self) -> np.dtype:
@@ -93,6 +106,8 @@ class _Probe:
     pix_fmt: str
     bit_depth: int
     has_audio: bool
+    colour: ColourTags | None = None
+    display_matrix: tuple[int, ...] | None = None
 
 
 class FrameSource:
@@ -149,8 +164,9 @@ class FrameSource:
     def info(self) -> VideoInfo:
         """Full description. For a video the first access decodes it once to count frames (cached)."""
         if self._info is None:
+            report = DecodeReport()
             if self.kind == "video":
-                self._pts = self._decode_pts()
+                self._pts = self._decode_pts(report)
                 count = len(self._pts)
             elif self.kind == "frames":
                 count = len(self._frame_files)
@@ -160,9 +176,19 @@ class FrameSource:
             self._info = VideoInfo(
                 path=self.path, kind=self.kind, width=p.width, height=p.height, num_frames=count,
                 fps=p.fps, time_base=p.time_base, pix_fmt=p.pix_fmt, bit_depth=p.bit_depth,
-                has_audio=p.has_audio,
+                has_audio=p.has_audio, declared_frames=report.declared_frames, truncated=report.truncation(),
+                colour=p.colour, display_matrix=p.display_matrix,
             )
+            if self._info.truncated is None and report.declared_exact and report.declared_frames \
+                    and report.declared_frames != count:
+                logger.info("%s: the container declares %d frames and %d decode, without a decoding error "
+                            "(a header count or an edit list, not truncation)", self.path, report.declared_frames,
+                            count)
         return self._info
+
+    def frame_names(self) -> list[str] | None:
+        """File names of a frames folder's frames in reading order (None for a video or an image)."""
+        return [file.name for file in self._frame_files] if self.kind == "frames" else None
 
     def frame_pts(self) -> list[int] | None:
         """Timestamp of every frame in ``info.time_base`` units (decodes a video once, cached).
@@ -179,7 +205,7 @@ class FrameSource:
             self.info  # noqa: B018 -- counting fills the pts cache
         return list(self._pts)
 
-    def chunks(self, size: int, max_frames: int | None = None) -> Iterator[Chunk]:
+    def chunks(self, size: int, max_frames: int | None = None, first: int = 0) -> Iterator[Chunk]:
         """Stream the frames in chunks of ``size`` (the last one may be shorter).
 
         Nothing is decoded before the first chunk is asked for, and only one chunk is held.
@@ -187,6 +213,9 @@ class FrameSource:
         Args:
             size: Frames per chunk, >= 1.
             max_frames: Stop after this many frames (None: all).
+            first: Index of the first frame to yield; earlier frames are decoded (a video's
+                timestamps need them) but not converted or returned. ``Chunk.start`` counts from
+                the source's first frame.
 
         Yields:
             :class:`Chunk` with ``frames`` ``(T, H, W, 3)`` RGB, uint8 in [0, 255] (uint16 in
@@ -199,12 +228,14 @@ class FrameSource:
             raise ValueError(f"`size` must be >= 1. Got {size}.")
         if max_frames is not None and max_frames < 0:
             raise ValueError(f"`max_frames` must be >= 0 or None. Got {max_frames}.")
+        if first < 0:
+            raise ValueError(f"`first` must be >= 0. Got {first}.")
         if max_frames == 0:
             return
         frames: list[np.ndarray] = []
         stamps: list[int | None] = []
-        start = 0
-        source = self._iter_frames()
+        start = first
+        source = self._iter_frames(first)
         try:
             for array, pts in source:
                 frames.append(array)
@@ -213,7 +244,7 @@ class FrameSource:
                     yield self._chunk(frames, stamps, start)
                     start += len(frames)
                     frames, stamps = [], []
-                if max_frames is not None and start + len(frames) >= max_frames:
+                if max_frames is not None and start - first + len(frames) >= max_frames:
                     break
             if frames:
                 yield self._chunk(frames, stamps, start)
@@ -238,13 +269,14 @@ class FrameSource:
         pts = None if self.kind == "image" else [int(s) for s in stamps]
         return Chunk(frames=np.stack(frames, axis=0), pts=pts, start=start)
 
-    def _iter_frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
+    def _iter_frames(self, first: int = 0) -> Iterator[tuple[np.ndarray, int | None]]:
         high = self._probe.bit_depth > 8
         if self.kind == "image":
-            yield read_image(self.path, high_bit_depth=high), None
+            if first == 0:
+                yield read_image(self.path, high_bit_depth=high), None
             return
         if self.kind == "frames":
-            for index, file in enumerate(self._frame_files):
+            for index, file in enumerate(self._frame_files[first:], start=first):
                 array = read_image(file, high_bit_depth=high)
                 if array.shape[:2] != (self.height, self.width):
                     raise VideoReadError(
@@ -254,12 +286,27 @@ class FrameSource:
                 yield array, index
             return
         stamps = _Timestamps(self._probe, self.path)
-        for frame in decode_frames(self.path):
-            yield frame_to_rgb(frame, high_bit_depth=high), stamps.next(frame.pts)
+        for index, frame in enumerate(decode_frames(self.path)):
+            self._check_size(frame, index)
+            pts = stamps.next(frame.pts)
+            if index >= first:
+                yield frame_to_rgb(frame, high_bit_depth=high), pts
 
-    def _decode_pts(self) -> list[int]:
+    def _check_size(self, frame: av.VideoFrame, index: int) -> None:
+        if (frame.width, frame.height) != (self.width, self.height):
+            raise VideoReadError(
+                f"Video {self.path} changes resolution at frame {index}: {frame.width}x{frame.height} after "
+                f"{self.width}x{self.height}; vsrkit upscales one size per clip. Split the video where the size "
+                f"changes (or scale it to one size) and run each part."
+            )
+
+    def _decode_pts(self, report: DecodeReport) -> list[int]:
         stamps = _Timestamps(self._probe, self.path)
-        return [stamps.next(frame.pts) for frame in decode_frames(self.path)]
+        pts = []
+        for index, frame in enumerate(decode_frames(self.path, report)):
+            self._check_size(frame, index)
+            pts.append(stamps.next(frame.pts))
+        return pts
 
 
 class _Timestamps:
@@ -295,33 +342,121 @@ def _open_container(path: Path) -> av.container.InputContainer:
         ) from None
 
 
-def decode_frames(path: str | os.PathLike) -> Iterator[av.VideoFrame]:
+@dataclass
+class DecodeReport:
+    """How far :func:`decode_frames` got (filled while it runs).
+
+    Attributes:
+        declared_frames: Frames the container declares for the stream: its frame count (MP4/MOV
+            index), else its duration times the frame rate (Matroska, WebM); None: unknown.
+        declared_exact: Whether ``declared_frames`` is a count rather than a duration estimate.
+        packets: Video packets demuxed and decoded.
+        frames: Frames decoded.
+        problem: Why decoding stopped early (None: it reached the end of the stream).
+    """
+
+    declared_frames: int | None = None
+    declared_exact: bool = True
+    packets: int = 0
+    frames: int = 0
+    problem: str | None = None
+
+    def declare(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> None:
+        """Read what the container says about the stream's length."""
+        if stream.frames:
+            self.declared_frames, self.declared_exact = int(stream.frames), True
+            return
+        rate = stream.average_rate or stream.guessed_rate
+        seconds = stream.duration * stream.time_base if stream.duration and stream.time_base else \
+            (Fraction(container.duration, av.time_base) if container.duration else None)
+        if rate and seconds:
+            self.declared_frames, self.declared_exact = round(seconds * Fraction(rate)), False
+
+    def truncation(self) -> str | None:
+        """One line saying decoding stopped early, with both counts; None when it did not."""
+        declared = self.declared_frames or None
+        problem = self.problem
+        if problem is None and declared is not None:
+            if self.declared_exact and self.packets < declared:
+                problem = f"the file ends after {self.packets} of the {declared} packets its index lists"
+            elif not self.declared_exact and self.packets < 0.95 * declared - 2:
+                # A duration is a rounded estimate (variable frame rates): only a clear shortfall counts.
+                problem = f"the file ends {declared - self.packets} frames before the duration its header gives"
+        if problem is None:
+            return None
+        counts = f"{self.frames} frames decoded, the container declares {declared}" if declared else \
+            f"{self.frames} frames decoded"
+        return f"truncated: decoding stopped early ({problem}); {counts}"
+
+
+def decode_frames(path: str | os.PathLike, report: DecodeReport | None = None) -> Iterator[av.VideoFrame]:
     """Decoded frames of a video's first stream, lazily, with frame+slice threading.
+
+    Decoding stops early, keeping every frame decoded so far (the decoder is flushed), at a
+    packet that the end of the file cuts short, at a demuxing error or at a decoding error;
+    ``report`` says which, so a caller can tell a truncated file from a complete one.
 
     Args:
         path: A video file.
+        report: Filled with the declared frame count, packets and frames decoded, and why
+            decoding stopped early (None: it did not).
 
     Yields:
         ``av.VideoFrame`` in decoding-output order (no colour conversion).
 
     Raises:
-        VideoReadError: The file cannot be opened or decoding fails part way.
+        VideoReadError: The file cannot be opened.
     """
     path = Path(path)
+    report = report if report is not None else DecodeReport()
     container = _open_container(path)
-    index = 0
     try:
         stream = container.streams.video[0]
+        report.declare(container, stream)
         # Default is SLICE only; AUTO adds frame threading (PyAV cookbook, "Threading").
         stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            yield frame
-            index += 1
-    except av.error.FFmpegError as err:
-        reason = getattr(err, "strerror", None) or str(err)
-        raise VideoReadError(f"Video {path} is corrupt: decoding failed after frame {index} ({reason}).") from None
+        packets = container.demux(stream)
+        while True:
+            try:
+                packet = next(packets, None)
+            except av.error.FFmpegError as err:
+                report.problem = f"reading failed after packet {report.packets}: {_reason(err)}"
+                break
+            if packet is None or packet.dts is None and packet.size == 0:
+                break  # end of the stream (PyAV ends with an empty flush packet; the flush is below)
+            if packet.is_corrupt:
+                # A partial read at the end of the file (or a packet the demuxer marks as damaged):
+                # decoding it would give a broken frame, and frame threading drops frames after it.
+                report.problem = f"packet {report.packets} is cut short"
+                break
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as err:
+                report.problem = f"decoding failed at packet {report.packets}: {_reason(err)}"
+                break
+            report.packets += 1
+            for frame in frames:
+                report.frames += 1
+                yield frame
+        try:
+            for frame in stream.decode(None):  # frames the decoder still holds (reordering, threads)
+                report.frames += 1
+                yield frame
+        except av.error.FFmpegError as err:
+            report.problem = report.problem or f"flushing the decoder failed: {_reason(err)}"
     finally:
         container.close()
+
+
+def _reason(err: av.error.FFmpegError) -> str:
+    return getattr(err, "strerror", None) or str(err)
+
+
+def _display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
+    for side_data in frame.side_data:
+        if side_data.type.name == "DISPLAYMATRIX":
+            return tuple(int(v) for v in np.frombuffer(bytes(side_data), dtype="<i4")[:9])
+    return None
 
 
 def _probe_video(path: Path) -> _Probe:
@@ -347,6 +482,8 @@ def _probe_video(path: Path) -> _Probe:
             pix_fmt=first.format.name,
             bit_depth=bit_depth(first.format),
             has_audio=has_audio,
+            colour=ColourTags.of(first),
+            display_matrix=_display_matrix(first),
         )
     finally:
         container.close()

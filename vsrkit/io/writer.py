@@ -1,8 +1,9 @@
 """Atomic writers: a video file (H.264, H.265 or lossless FFV1, audio copied) or a frames folder.
 
-Both write to a temporary name beside the target and rename on success; on an exception the
-temporary file or folder is deleted, so a crash never leaves a half-written output under the
-real name.
+Both write to a temporary name beside the target and publish it under the real name on success,
+never replacing a file that appeared meanwhile unless ``overwrite`` (:mod:`vsrkit.io.publish`);
+on an exception (also SIGINT/SIGTERM, which the command line turns into one) the temporary file
+or folder is deleted, so a crash never leaves a half-written output under the real name.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import numpy as np
 
 from vsrkit.errors import UserError
 from vsrkit.io.audio import AudioRemuxer
-from vsrkit.io.convert import default_matrix, rgb_to_frame, stream_colour_tags
-from vsrkit.io.images import encode_image, is_image
+from vsrkit.io.convert import ColourTags, rgb_to_frame, stream_colour_tags, writer_matrix
+from vsrkit.io.images import encode_image
+from vsrkit.io.kinds import WRITABLE_IMAGE_EXTENSIONS, is_image, is_video, writable_image
+from vsrkit.io.publish import partial_path, publish, remove_stale_partials
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +43,61 @@ _FULL_CHROMA = {"yuv420p": "yuv444p", "yuv420p10le": "yuv444p10le"}
 _FASTSTART_SUFFIXES = (".mp4", ".mov", ".m4v")
 
 
-def _partial_name(path: Path) -> Path:
-    # Keep the real extension last so FFmpeg picks the same muxer as for the final name.
-    return path.with_name(f".{path.name}.partial-{os.getpid()}{path.suffix}")
+def _container_codecs(suffix: str) -> set[str] | None:
+    """Codecs FFmpeg's muxer for ``suffix`` accepts (opened on an empty temporary file); None when
+    the probe itself cannot be written (no usable temporary folder: the writer will tell)."""
+    import tempfile
+
+    try:
+        folder = tempfile.mkdtemp(prefix="vsrkit-probe-")
+    except OSError:
+        return None
+    try:
+        try:
+            container = av.open(os.path.join(folder, f"probe{suffix}"), mode="w")
+        except OSError:
+            return None
+        except (av.error.FFmpegError, ValueError):
+            return set()
+        try:
+            return set(container.supported_codecs)
+        finally:
+            container.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_output(path: str | os.PathLike, codec: str = "h264") -> None:
+    """Refuse, before any work, an output vsrkit could only fail to write at the end.
+
+    Args:
+        path: The output: a video file, an image file, or a frames folder (no suffix).
+        codec: The video codec it would get (``io.codec``).
+
+    Raises:
+        UserError: A video type whose container cannot hold ``codec``, an image type vsrkit cannot
+            write, or a suffix that is neither.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not suffix:
+        return
+    if is_image(path):
+        if not writable_image(path):
+            raise UserError(f"Output {path}: vsrkit reads {suffix} images but cannot write them; use one of "
+                            f"{list(WRITABLE_IMAGE_EXTENSIONS)}.")
+        return
+    if not is_video(path):
+        raise UserError(f"Output {path}: {suffix} is neither a video nor an image type vsrkit writes; use .mp4 or "
+                        f".mkv for videos, .png for images.")
+    if codec not in CODECS:
+        raise UserError(f"`codec` must be one of {list(CODECS)}. Got {codec!r}.")
+    supported = _container_codecs(suffix)
+    if supported is not None and codec not in supported and _ENCODERS[codec] not in supported:
+        fits = [c for c in CODECS if c in supported or _ENCODERS[c] in supported]
+        hint = f" (it holds {', '.join(fits)}: set io.codec)" if fits else ""
+        raise UserError(f"Output {path}: a {suffix} file cannot hold {codec} video{hint}; use .mkv (any codec) or "
+                        f".mp4 (h264, h265).")
 
 
 class _AtomicWriter:
@@ -89,7 +144,14 @@ class VideoWriter(_AtomicWriter):
         audio_from: A file whose first audio stream is copied into the output (no re-encode).
         trim_audio: Drop audio past the end of the last written frame (set this when the
             frames were capped with ``max_frames``, so the audio does not run on).
+        audio_start: For a segment of the source: the source time (seconds) of its first frame;
+            earlier audio is dropped and the rest moved to the output's clock (see ``audio_origin``).
+        audio_origin: The source time the output's clock starts from (its first frame's time).
         overwrite: Replace an existing output file.
+        colour: The source's colour description: RGB is converted back with its matrix and range
+            and the stream is tagged with all four tags (default: BT.709 for HD sizes, else BT.601,
+            limited range).
+        display_matrix: The source's display matrix (rotation, flips), written to the stream.
 
     Raises:
         UserError: The output exists (and ``overwrite`` is false), or an option is invalid.
@@ -108,7 +170,11 @@ class VideoWriter(_AtomicWriter):
         pix_fmt: str | None = None,
         audio_from: str | os.PathLike | None = None,
         trim_audio: bool = False,
+        audio_start: Fraction | None = None,
+        audio_origin: Fraction = Fraction(0),
         overwrite: bool = False,
+        colour: ColourTags | None = None,
+        display_matrix: tuple[int, ...] | None = None,
     ):
         self.path = Path(path)
         if codec not in CODECS:
@@ -133,8 +199,11 @@ class VideoWriter(_AtomicWriter):
             self._check_pix_fmt()
         self.audio_from = Path(audio_from) if audio_from is not None else None
         self.trim_audio = trim_audio
+        self.audio_start, self.audio_origin = audio_start, audio_origin
+        self.colour, self.display_matrix = colour, display_matrix
+        self.overwrite = overwrite
         self.frames_written = 0
-        self._partial = _partial_name(self.path)
+        self._partial = partial_path(self.path)
         self._container = None
         self._stream = None
         self._audio: AudioRemuxer | None = None
@@ -145,14 +214,18 @@ class VideoWriter(_AtomicWriter):
     def open(self) -> None:
         """Create the temporary output file (called by ``with``)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(self.path)
         options = {}
         if self.path.suffix.lower() in _FASTSTART_SUFFIXES:
             # Move the index to the front so players can start before the download ends.
             options["movflags"] = "+faststart"
         try:
             self._container = av.open(str(self._partial), mode="w", container_options=options)
+        except OSError:
+            raise  # a folder it may not write, a full disk: the command line says which, in one line
         except (av.error.FFmpegError, ValueError) as err:
-            raise UserError(f"Output {self.path}: cannot write this file type ({err}).") from None
+            reason = str(err).replace(str(self._partial), str(self.path))  # name the output, not its temporary
+            raise UserError(f"Output {self.path}: cannot write this file type ({reason}).") from None
         encoder = _ENCODERS[self.codec]
         if self.codec not in self._container.supported_codecs and encoder not in self._container.supported_codecs:
             name = self.path.suffix
@@ -176,7 +249,7 @@ class VideoWriter(_AtomicWriter):
             self._start(frames.dtype)
         step = (1 / self.fps) / self.time_base  # time_base units per frame
         for index, rgb in enumerate(frames):
-            frame = rgb_to_frame(rgb, self._stream.pix_fmt, self._matrix)
+            frame = rgb_to_frame(rgb, self._stream.pix_fmt, self._matrix, self._full_range)
             if pts is not None:
                 stamp = int(pts[index])
             else:
@@ -250,13 +323,20 @@ class VideoWriter(_AtomicWriter):
                 # Apple players need the hvc1 tag for H.265 in MP4.
                 if self.path.suffix.lower() in _FASTSTART_SUFFIXES:
                     stream.codec_context.codec_tag = "hvc1"
-        self._matrix = default_matrix(self.width, self.height)
-        if not av.VideoFormat(pix_fmt).is_rgb:
-            for key, value in stream_colour_tags(self._matrix, pix_fmt).items():
-                setattr(stream.codec_context, key, value)
+        self._matrix = writer_matrix(self.width, self.height, self.colour)
+        tags = stream_colour_tags(self._matrix, pix_fmt, self.colour)
+        self._full_range = tags["color_range"] == 2
+        if av.VideoFormat(pix_fmt).is_rgb:
+            # RGB samples have no matrix or range; the source's primaries and transfer still apply.
+            specified = self.colour.specified() if self.colour is not None else {}
+            tags = {k: v for k, v in specified.items() if k in ("color_primaries", "color_trc")}
+        for key, value in tags.items():
+            setattr(stream.codec_context, key, value)
+        if self.display_matrix is not None:
+            stream.set_display_matrix(list(self.display_matrix))
         self._stream = stream
         if self.audio_from is not None:
-            self._audio = AudioRemuxer(self.audio_from, self._container)
+            self._audio = AudioRemuxer(self.audio_from, self._container, self.audio_start, self.audio_origin)
 
     # -- finishing -------------------------------------------------------------------------
     def close(self) -> Path:
@@ -283,8 +363,8 @@ class VideoWriter(_AtomicWriter):
             self.abort()
             raise
         self._container = None
-        os.replace(self._partial, self.path)
-        logger.info("Wrote %d frames to %s.", self.frames_written, self.path)
+        publish(self._partial, self.path, self.overwrite)
+        logger.debug("Wrote %d frames to %s.", self.frames_written, self.path)
         return self.path
 
     def abort(self) -> None:
@@ -301,7 +381,8 @@ class VideoWriter(_AtomicWriter):
 
 
 class FramesWriter(_AtomicWriter):
-    """Write RGB frames as ``000000.png``, ``000001.png`` ... into a folder, atomically.
+    """Write RGB frames into a folder as images, atomically: under the given names (an upscaled
+    frames folder mirrors its input's file names), else as ``000000.png``, ``000001.png`` ...
 
     Frames go to a temporary folder beside the target, renamed to the target on success.
 
@@ -309,14 +390,26 @@ class FramesWriter(_AtomicWriter):
         folder: Output folder.
         overwrite: Replace an existing folder, but only one that holds nothing except image
             files (a safety net against wiping a wrong path).
-        suffix: Image type of the frames, ``.png`` (8/16-bit lossless) by default.
+        suffix: Image type of numbered frames, ``.png`` (8/16-bit lossless) by default.
+        names: File name of each frame in order (the input folder's names; the extension picks
+            the image type); writing more frames than names is an error.
 
     Raises:
         UserError: The folder exists (and ``overwrite`` is false), or holds other files.
     """
 
-    def __init__(self, folder: str | os.PathLike, overwrite: bool = False, suffix: str = ".png"):
+    def __init__(self, folder: str | os.PathLike, overwrite: bool = False, suffix: str = ".png",
+                 names: list[str] | None = None):
         self.folder = Path(folder)
+        self.names = list(names) if names is not None else None
+        for name in self.names or []:
+            if not is_image(name) or Path(name).name != name:
+                raise UserError(f"Frame name {name!r} for {self.folder} must be an image file name (.png, .jpg ...).")
+        if self.names is not None and not all(writable_image(n) for n in self.names):
+            # Types vsrkit reads but cannot write (WebP) keep their stem, as lossless PNG.
+            logger.info("%s: frames named like the input, as .png where the input type cannot be written",
+                        self.folder)
+            self.names = [n if writable_image(n) else f"{Path(n).stem}.png" for n in self.names]
         self.suffix = suffix if suffix.startswith(".") else f".{suffix}"
         if not is_image(f"x{self.suffix}"):
             raise UserError(f"`suffix` must be an image type like .png. Got {suffix!r}.")
@@ -333,11 +426,12 @@ class FramesWriter(_AtomicWriter):
                 )
         self.overwrite = overwrite
         self.frames_written = 0
-        self._partial = self.folder.with_name(f".{self.folder.name}.partial-{os.getpid()}")
+        self._partial = partial_path(self.folder)
         self._open = False
 
     def open(self) -> None:
         """Create the temporary folder (called by ``with``)."""
+        remove_stale_partials(self.folder)
         if self._partial.exists():
             shutil.rmtree(self._partial)
         self._partial.mkdir(parents=True)
@@ -356,8 +450,14 @@ class FramesWriter(_AtomicWriter):
         if not isinstance(frames, np.ndarray) or frames.ndim != 4:
             raise ValueError(f"frames must be a (T, H, W, 3) array. Got {getattr(frames, 'shape', type(frames))}.")
         for rgb in frames:
-            name = self._partial / f"{self.frames_written:06d}{self.suffix}"
-            name.write_bytes(encode_image(rgb, self.suffix))
+            if self.names is None:
+                name = self._partial / f"{self.frames_written:06d}{self.suffix}"
+            elif self.frames_written < len(self.names):
+                name = self._partial / self.names[self.frames_written]
+            else:
+                raise ValueError(f"FramesWriter for {self.folder} got frame {self.frames_written + 1} but only "
+                                 f"{len(self.names)} names.")
+            name.write_bytes(encode_image(rgb, name.suffix))
             self.frames_written += 1
 
     def close(self) -> Path:
@@ -365,14 +465,8 @@ class FramesWriter(_AtomicWriter):
         if not self._open:
             return self.folder
         self._open = False
-        if self.folder.exists():
-            old = self.folder.with_name(f".{self.folder.name}.old-{os.getpid()}")
-            os.replace(self.folder, old)
-            os.replace(self._partial, self.folder)
-            shutil.rmtree(old)
-        else:
-            os.replace(self._partial, self.folder)
-        logger.info("Wrote %d frames to %s.", self.frames_written, self.folder)
+        publish(self._partial, self.folder, self.overwrite)
+        logger.debug("Wrote %d frames to %s.", self.frames_written, self.folder)
         return self.folder
 
     def abort(self) -> None:

@@ -173,6 +173,10 @@ def test_source_images_pairs_files_in_order_and_checks_the_count(tmp_path):
     cfg_bad = KeyframesConfig(selector="manual", indices=[0, 4, 8], source="images", images=[str(tmp_path)])
     with pytest.raises(UserError, match=r"has 2 image\(s\) but the selector chose 3"):
         _prepare(cfg_bad, frames, scale=2)
+    with pytest.raises(UserError, match="x.txt does not exist"):  # missing is not "not an image" (item 9)
+        _prepare(KeyframesConfig(selector="manual", indices=[0], source="images", images=[str(tmp_path / "x.txt")]),
+                 frames, scale=2)
+    (tmp_path / "x.txt").write_text("notes")
     with pytest.raises(UserError, match="not an image file"):
         _prepare(KeyframesConfig(selector="manual", indices=[0], source="images", images=[str(tmp_path / "x.txt")]),
                  frames, scale=2)
@@ -312,3 +316,18 @@ def test_infer_selects_0_28_56_on_a_real_50_frame_clip(real_data, caplog):
     assert sorted(keyframes) == [0, 28, 56]
     assert "chose [0, 28, 56]" in caplog.text
     assert keyframes[56].shape == (3, source.info.height * 4, source.info.width * 4)
+
+
+def test_keyframes_are_made_on_the_engine_device(monkeypatch, real_data):
+    from vsrkit.engine import keyframes as keyframes_module
+    from vsrkit.engine.run_infer import keyframes_from_config
+    from vsrkit.io import open_source
+
+    seen = {}
+    monkeypatch.setattr(keyframes_module, "prepare_keyframes", lambda config, **kwargs: seen.update(kwargs) or {})
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.structured(KeyframesConfig(source="lr"))
+    make = keyframes_from_config(node, scale=2, device=torch.device("cpu", 0))
+    make(open_source(real_data / "zhengchen1999_DOVE/002.mp4"), 9)
+    assert seen["device"] == torch.device("cpu", 0)

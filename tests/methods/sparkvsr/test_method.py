@@ -273,3 +273,10 @@ def test_default_window_runs_a_50_frame_clip_whole_like_the_release():
     assert plan_ranges(50, spec.window, spec.overlap, spec.stride_multiple) == [(0, 50)]
     assert spec.padded_length(50) == 57  # one pass over 15 latent frames, as --chunk_len 0
     assert plan_ranges(200, spec.window, spec.overlap, spec.stride_multiple) == [(0, 81), (72, 153), (144, 200)]
+
+
+def test_window_reports_its_stages(loaded):
+    stages = []
+    lq, _ = _inputs()
+    loaded.upscale(lq, WindowContext(generator=torch.Generator().manual_seed(0), on_stage=lambda *s: stages.append(s)))
+    assert stages == [("encode", 0, 1), ("denoise", 0, 1), ("decode", 0, 1)]
