@@ -208,7 +208,11 @@ def test_infer_help_shows_the_chosen_method_options_with_their_docs():
     assert out.returncode == 0, out.stderr
     page = out.stdout
     assert page.startswith("usage: vsrkit infer [INPUT OUTPUT]")
-    assert "  method=sparkvsr   (one of: bicubic, lanczos, sparkvsr)" in page
+    from vsrkit.plugins import setup_registries
+    from vsrkit.registry import METHODS
+
+    setup_registries()
+    assert f"  method=sparkvsr   (one of: {', '.join(sorted(METHODS.names()))})" in page
     assert "method (sparkvsr) options (SparkVSRConfig):" in page
     # One-line docs come from the config dataclasses' Args (text written here from SparkVSRConfig's docstring).
     assert '  method.ref_guidance_scale=1.0    Keyframe ("reference-free") guidance `s`.' in page.splitlines()
