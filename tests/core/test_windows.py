@@ -115,3 +115,24 @@ def test_overrides_disable_tiling_and_windows():
     spec = WindowSpec(scale=4, window=33, overlap=8, tile=64, tile_overlap=16)
     changed = apply_overrides(spec, window=0, overlap=None, tile=0, tile_overlap=None)
     assert changed.window is None and changed.overlap == 0 and changed.tile is None and changed.tile_overlap == 0
+
+
+def test_rectangular_tiles_and_their_override():
+    # PS-SR's 720x1280 output windows at x4: 180 rows x 320 columns of input per tile.
+    spec = WindowSpec(scale=4, tile=180, tile_width=320, tile_overlap=32)
+    seen = []
+
+    class Tiles(_RecordingMethod):
+        def upscale(self, lq, context):
+            seen.append((context.spatial_offset, tuple(lq.shape[-2:])))
+            return super().upscale(lq, context)
+
+    _stream(Tiles(spec), np.zeros((1, 200, 600, 3), np.uint8))
+    assert seen == [((0, 0), (180, 320)), ((0, 288), (180, 312)), ((148, 0), (52, 320)), ((148, 288), (52, 312))]
+    square = apply_overrides(spec, window=None, overlap=None, tile=64, tile_overlap=8)
+    assert (square.tile, square.tile_width, square.tile_overlap) == (64, None, 8)
+    assert apply_overrides(spec, window=None, overlap=None, tile=0, tile_overlap=None).tile_width is None
+    with pytest.raises(ValueError, match="`tile_width` needs `tile`"):
+        WindowSpec(scale=4, tile_width=320)
+    with pytest.raises(ValueError, match="must be smaller than `tile`"):
+        WindowSpec(scale=4, tile=400, tile_width=40, tile_overlap=40)
