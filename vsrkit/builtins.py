@@ -37,6 +37,9 @@ def register_builtins() -> None:
     METHODS.register("sparkvsr", "vsrkit.methods.sparkvsr.method:SparkVSRMethod",
                      config="vsrkit.methods.sparkvsr.config:SparkVSRConfig", family="cogvideox",
                      summary="keyframe-conditioned one-step CogVideoX1.5-5B-I2V video SR (SparkVSR)")
+    METHODS.register("pssr", "vsrkit.methods.pssr.method:PSSRMethod",
+                     config="vsrkit.methods.pssr.config:PSSRConfig", family="wan",
+                     summary="speculative base + 3 draft steps with a frequency-domain update on Wan2.1-T2V-1.3B (PS-SR)")
     # --- end methods ------------------------------------------------------------------
 
     # --- backbones --------------------------------------------------------------------
