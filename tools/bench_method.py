@@ -4,12 +4,16 @@ The clock runs from the first input frame handed to the engine to the last outpu
 numpy on the CPU (model loading and file encoding excluded), the same span as the release timings
 in perf-notes.md. Each workload is run once to warm up, then ``--repeats`` times; the median is
 reported with peak GPU memory and, for backbone methods, the time inside VAE encode, transformer
-and VAE decode.
+and VAE decode, and the time of each stage the method reports through ``WindowContext.stage``
+(PS-SR: ``encode``, ``denoise[0]`` = base step, ``denoise[1..3]`` = draft steps, ``decode``, ``fdu``).
 
 Example (one H200)::
 
     python tools/bench_method.py --method sparkvsr --backbone cogvideox1.5-5b-i2v \\
         --lr 180x320 --lr 270x480 --frames 33 --sweep method.ref_guidance_scale=1,2 --out $OUT/spark.json
+    # PS-SR in its 720x1280 windows, native and fused VAE kernels in one run (a backbone.* sweep reloads)
+    python tools/bench_method.py --method pssr --backbone wan2.1-t2v-1.3b --lr 180x320 --lr 270x480 \\
+        --frames 33 --method-tiles --random-prompts --sweep backbone.vae_kernels=native,fused
 """
 
 from __future__ import annotations
@@ -67,6 +71,57 @@ class Timers:
         setattr(obj, attr, timed)
 
 
+class StageTimer:
+    """``WindowContext.on_stage`` callback: CUDA-synchronised seconds per reported stage
+    (``name`` or ``name[done]`` for stages with several steps), summed over windows."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.current: str | None = None
+        self.start = 0.0
+
+    def __call__(self, name: str, done: int = 0, total: int = 1) -> None:
+        self.close()
+        self.current = name if total <= 1 else f"{name}[{done}]"
+        self.start = time.perf_counter()
+
+    def close(self) -> None:
+        if self.current is not None:
+            _sync()
+            self.seconds[self.current] = self.seconds.get(self.current, 0.0) + time.perf_counter() - self.start
+            self.current = None
+
+    def wrap(self, method) -> None:
+        """Make every ``method.upscale`` call report its stages here."""
+        original = method.upscale
+
+        def staged(lq, context):
+            context.on_stage = self
+            try:
+                return original(lq, context)
+            finally:
+                self.close()
+
+        method.upscale = staged
+
+
+def random_prompt_embeddings() -> None:
+    """Prompt-cache misses return deterministic noise of the encoder's shape instead of loading the
+    text encoder (speed runs with random weights only: the DiT cost does not depend on the values)."""
+    from vsrkit.backbones import text
+    from vsrkit.backbones.runtime import deterministic_values
+
+    original = text.PromptEncoder.__call__
+
+    def call(self, prompt):
+        if self.cache_file(prompt).is_file() or self.text_encoder_path is not None:
+            return original(self, prompt)
+        shape = (1, self.spec.max_length, self.spec.dim)
+        return deterministic_values(shape, f"bench-prompt:{prompt}"), torch.ones(1, shape[1], dtype=torch.int64)
+
+    text.PromptEncoder.__call__ = call
+
+
 @contextmanager
 def cuda_span():
     _sync()
@@ -107,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     parser.add_argument("--vae-channels-last", action="store_true", help="VAE weights in channels_last_3d")
     parser.add_argument("--vae-compile", action="store_true", help="torch.compile the VAE encoder and decoder")
+    parser.add_argument("--method-tiles", action="store_true",
+                        help="keep the method's spatial tiles (PS-SR's 720x1280 windows) instead of whole frames")
+    parser.add_argument("--random-prompts", action="store_true",
+                        help="prompt-cache misses give random embeddings instead of needing the text encoder")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA GPU: speed figures are GPU benchmarks (use --device cpu for a smoke run).", file=sys.stderr)
@@ -120,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         key, values = item.split("=", 1)
         sweeps = [s + [f"{key}={v}"] for s in sweeps for v in values.split(",")]
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    if args.random_prompts:
+        random_prompt_embeddings()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     on_gpu = device.type == "cuda"
@@ -128,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     for sweep in sweeps:
         cfg = compose(args.method, args.backbone, [*args.set, *sweep, f"scale={args.scale}"])
         backbone_name = cfg.hydra.runtime.choices.backbone
-        key = (backbone_name, tuple(args.set))
+        key = (backbone_name, tuple(args.set), tuple(s for s in sweep if s.startswith("backbone.")))
         method_cfg = to_dataclass(cfg.method, "method")
         if method is None or loaded_for != key:
             method = None
@@ -140,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"loaded {args.method} on {backbone_name} in {time.perf_counter() - load_start:.1f} s", flush=True)
             loaded_for = key
             timers = Timers()
+            stages = StageTimer()
+            stages.wrap(method)
             backbone = getattr(method, "backbone", None)
             if backbone is not None and args.vae_channels_last:
                 for module in backbone.vae.model.modules():
@@ -154,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                 timers.wrap(backbone.vae, "decode", "vae_decode")
                 timers.wrap(backbone, "predict", "transformer")
         method.config = method_cfg  # swept method options take effect without reloading weights
-        spec = apply_overrides(method.window_spec(), window=args.frames, overlap=0, tile=0, tile_overlap=None)
+        spec = apply_overrides(method.window_spec(), window=args.frames, overlap=0,
+                               tile=None if args.method_tiles else 0, tile_overlap=None)
         runner = WindowRunner(method, spec, device)
         for size in args.lr:
             h, w = (int(v) for v in size.lower().split("x"))
@@ -165,20 +229,22 @@ def main(argv: list[str] | None = None) -> int:
             run_once(runner, frames, keyframes)  # warm-up (kernels, cuDNN autotune, allocator)
             if on_gpu:
                 torch.cuda.reset_peak_memory_stats()
-            times, parts = [], []
+            times, parts, stage_parts = [], [], []
             for _ in range(args.repeats):
-                timers.seconds = {}
+                timers.seconds, stages.seconds = {}, {}
                 times.append(run_once(runner, frames, keyframes))
                 parts.append(dict(timers.seconds))
+                stage_parts.append(dict(stages.seconds))
             median = statistics.median(times)
             part = {k: statistics.median(p.get(k, 0.0) for p in parts) for k in parts[0]}
+            stage = {k: statistics.median(p.get(k, 0.0) for p in stage_parts) for k in stage_parts[0]}
             flags = [f for f, on in (("cudnn_benchmark", args.cudnn_benchmark),
                                      ("vae_channels_last", args.vae_channels_last),
-                                     ("vae_compile", args.vae_compile)) if on]
+                                     ("vae_compile", args.vae_compile), ("method_tiles", args.method_tiles)) if on]
             row = {"method": args.method, "backbone": backbone_name, "options": sweep + args.set + flags,
                    "lr": [h, w], "hr": [h * args.scale, w * args.scale], "frames": args.frames,
                    "keyframes": sorted(keyframes), "seconds": median, "ms_per_frame": median / args.frames * 1000,
-                   "parts_seconds": part,
+                   "parts_seconds": part, "stages_seconds": stage,
                    "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else 0.0,
                    "gpu": torch.cuda.get_device_name() if on_gpu else "cpu", "torch": torch.__version__, "runs": times}
             results.append(row)
