@@ -356,27 +356,41 @@ class PSSRMethod:
                                f"file (peft LoRA + the 32-channel patch embedding + head.head).")
         loading.fuse_lora(transformer, path, 1.0, "wan")
 
+    def _empty_draft(self, transformer: nn.Module) -> PSSRDraftTransformer:
+        """A draft for ``transformer``'s config with ``meta`` parameters (real RoPE buffers)."""
+        return runtime.build_empty(PSSRDraftTransformer, {"config": dict(transformer.config),
+                                                          "num_blocks": len(self.kept)})
+
     def _new_draft(self, transformer: nn.Module, device, dtype) -> PSSRDraftTransformer:
-        """The draft as ``train_draft.py`` builds it: the (merged) base's embeddings, kept blocks
-        and head, fusion layers ``[I | 0]``."""
-        draft = PSSRDraftTransformer(dict(transformer.config), len(self.kept)).to(device)
+        """The draft as ``train_draft.py`` builds it: copies of the (merged) base's embeddings,
+        kept blocks and head, fusion layers ``[I | 0]``."""
+        draft = self._empty_draft(transformer)
         base = transformer.state_dict()
         state = {}
-        for key in draft.state_dict():
+        for key, param in draft.state_dict().items():
             m = re.match(r"blocks\.(\d+)\.(.+)", key)
             if m:
-                state[key] = base[f"blocks.{self.kept[int(m.group(1))]}.{m.group(2)}"]
-            elif not key.startswith("fc_layers."):
-                state[key] = base[key]
-        missing = draft.load_state_dict(state, strict=False).missing_keys
-        assert all(k.startswith("fc_layers.") for k in missing), missing
+                state[key] = base[f"blocks.{self.kept[int(m.group(1))]}.{m.group(2)}"].clone()
+            elif key.startswith("fc_layers."):
+                state[key] = torch.zeros(param.shape, device=device, dtype=dtype)
+            else:
+                state[key] = base[key].clone()
+        draft.load_state_dict(state, strict=True, assign=True)
         draft.init_fusion_to_base()
-        return runtime.cast_(draft, dtype)
+        return runtime.cast_(draft, dtype).to(device)
 
     def _finish_draft(self, draft: PSSRDraftTransformer) -> PSSRDraftTransformer:
-        """The backbone's runtime switches, applied to the draft as to the base."""
+        """The backbone's runtime switches, applied to the draft as to the base: the same SDPA
+        kernel pin, or the same diffusers dispatch backend as the base's attention processors."""
         cfg = self.backbone_config
-        runtime.apply_attention(draft, cfg.attention)
+        base_backends = {getattr(m.processor, "_attention_backend", None)
+                         for m in self.backbone.transformer.modules() if hasattr(m, "processor")}
+        if len(base_backends) == 1 and next(iter(base_backends)) is not None:
+            for module in draft.modules():
+                if hasattr(module, "processor"):
+                    module.processor._attention_backend = next(iter(base_backends))
+        else:
+            runtime.apply_attention(draft, cfg.attention)
         if cfg.compile != "off":
             runtime.apply_compile(draft, cfg.compile, fullgraph=True)
         return draft
@@ -404,7 +418,7 @@ class PSSRMethod:
         if c.base_weights is not None:
             self._fuse_base_weights(bb.transformer)
         if c.draft_weights is not None:
-            draft = PSSRDraftTransformer(dict(bb.transformer.config), len(self.kept))
+            draft = self._empty_draft(bb.transformer)
             load_draft_state(draft, loading.read_state_dict(c.draft_weights), c.draft_weights)
             draft = runtime.cast_(draft, bb.dtype).to(device)
         else:
@@ -732,9 +746,8 @@ class PSSRMethod:
         bb = self.backbone
         b = latents.shape[0]
         t = torch.full((b,), float(timestep), device=bb.device, dtype=torch.float32)
-        dtype = next(iter(self.backbone.transformer.blocks.parameters())).dtype
-        out = bb.transformer(hidden_states=latents.to(bb.device, dtype), timestep=t,
-                             encoder_hidden_states=embeds.to(bb.device, dtype).expand(b, -1, -1),
+        out = bb.transformer(hidden_states=latents.to(bb.device, bb.dtype), timestep=t,
+                             encoder_hidden_states=embeds.to(bb.device, bb.dtype).expand(b, -1, -1),
                              return_dict=False)[0]
         return out.float()
 
