@@ -170,7 +170,7 @@ def test_vsd_against_the_release_with_cfg(reference):
         v_real = v_neg + 5.0 * (v_pos - v_neg)
     expected = _release_vsd(x0, x_t - sigma * v_real, x_t - sigma * v_fake)
     torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-7)
-    assert 20 <= t <= 980
+    assert 20 <= t <= 980 and logs["vsd_t"] == t
 
     # The fake-score group trains on the generator's (detached) prediction of the same batch.
     loss_f, logs_f = method.training_step(batch, "fake_score")
@@ -183,6 +183,12 @@ def test_vsd_against_the_release_with_cfg(reference):
     weight = fake_score_weights(timesteps)[(timesteps - t_f).abs().argmin()]
     torch.testing.assert_close(loss_f, F.mse_loss(v, eps_f - x0) * float(weight), rtol=1e-4, atol=1e-7)
     assert logs_f["t"] == t_f
+
+
+def test_vsd_timesteps_stay_in_the_configured_range():
+    method = _trainer(latent_weight=0, pixel_weight=0, lpips_weight=0, vsd_t_min=300, vsd_t_max=310)
+    seen = [method.training_step(_batch(step=s), "generator")[1]["vsd_t"] for s in range(3)]
+    assert all(300 <= t <= 310 for t in seen), seen
 
 
 def test_base_stage_trains_only_its_adapters_patch_embeddings_and_heads():

@@ -865,7 +865,7 @@ class PSSRMethod:
         loss = self._weighted(latent_mse, pixel)
         logs = {"latent_mse": float(latent_mse.detach()), **{k: float(v_.detach()) for k, v_ in pixel.items()}}
         if FAKE_SCORE in self._roles:
-            reg = self._vsd(x0, p)
+            reg, logs["vsd_t"] = self._vsd(x0, p)
             loss = loss + c.vsd_weight * reg
             logs["vsd"] = float(reg.detach())
         p["x0"] = x0.detach()  # the fake score trains on this prediction (release order)
@@ -881,9 +881,10 @@ class PSSRMethod:
             if low <= t_model <= high:
                 return t_model, bb.sigma(t_model)
 
-    def _vsd(self, x0: torch.Tensor, p: dict) -> torch.Tensor:
+    def _vsd(self, x0: torch.Tensor, p: dict) -> tuple[torch.Tensor, float]:
         """VSD (``training_loss_reg``): noise ``sg(x0)`` at a random t in [20, 980], compare the
-        fake score's and the CFG real score's clean predictions (both without gradients)."""
+        fake score's and the CFG real score's clean predictions (both without gradients).
+        Returns the loss and the timestep."""
         from diffsynth.diffusion.dmd2 import _forward_process, flow_to_x0
 
         c = self.config
@@ -899,7 +900,7 @@ class PSSRMethod:
                     v_neg = self._dit(x_t, t, self._embed(c.negative_prompt))
                     v = v_neg + c.vsd_cfg * (v - v_neg)
             real_x0 = flow_to_x0(x_t, v, sigma)
-        return vsd_loss(x0, real_x0, fake_x0)
+        return vsd_loss(x0, real_x0, fake_x0), t
 
     def _fake_score_step(self, batch: dict) -> tuple[torch.Tensor, dict]:
         """``training_loss_diff``: flow matching of the fake score on ``sg(x0)`` over the whole
