@@ -175,6 +175,8 @@ def bench_one(preset: str, width: int, height: int, args, device, dtype) -> list
     cfg = BackboneConfig(preset=preset, family=p.family, dtype=dtype, attention=args.attention, vae_tiling=tiling,
                          vae_tile_size=args.vae_tile_size, vae_tile_overlap=args.vae_tile_overlap,
                          vae_kernels=args.vae_kernels)
+    if hasattr(cfg, "random_weights"):  # real presets' opt-in to random weights (speed only)
+        cfg.random_weights = True
     t0 = time.perf_counter()
     bb = build_backbone(cfg, device=device)
     build_s = time.perf_counter() - t0
