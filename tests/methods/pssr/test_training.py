@@ -324,3 +324,35 @@ def test_lpips_matches_the_lpips_package():
     x, y = torch.rand(2, 3, 40, 48, generator=g) * 2 - 1, torch.rand(2, 3, 40, 48, generator=g) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(ours(x, y), ref(x, y), rtol=1e-5, atol=1e-6)
+
+
+class _Clips(torch.utils.data.Dataset):
+    """Four fixed 5-frame clips at 32x32 (HR) / 8x8 (LR)."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        g = torch.Generator().manual_seed(index)
+        return {"hq": torch.rand(3, 5, 32, 32, generator=g) * 2 - 1, "lq": torch.rand(3, 5, 8, 8, generator=g) * 2 - 1,
+                "prompt": "", "is_image": False, "index": index}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage,groups", [("base", {"generator": 1, "fake_score": 1}), ("draft", {"draft": 3})])
+def test_the_training_engine_runs_both_stages(tmp_path, stage, groups):
+    from vsrkit.engine.train import run_training
+    from vsrkit.engine.train_config import TrainConfig
+
+    method = PSSRMethod(PSSRConfig(stage=stage, train_frames=5, train_size=[32, 32]), backbone=SIX, scale=4)
+    config = TrainConfig(output_dir=str(tmp_path / "run"), max_steps=1, num_workers=0, mixed_precision="no",
+                         checkpoint_every=0, lr_warmup_steps=0, lr_scheduler="constant", progress_bar=False,
+                         tensorboard=False)
+    result = run_training(method, _Clips(), config, seed=0)
+    state = torch.load(result.checkpoint / "training_state.pt", weights_only=True)
+    for name, steps in groups.items():
+        optimizer = state["optimizers"][name]
+        assert optimizer["state"][0]["step"].item() == steps  # draft: one optimizer step per draft timestep
+        assert optimizer["param_groups"][0]["lr"] == 5e-5 and optimizer["param_groups"][0]["weight_decay"] == 0.01
+    files = {"base": {"base.safetensors", "reg.safetensors"}, "draft": {"draft.safetensors"}}[stage]
+    assert {p.name for p in result.export_dir.iterdir()} == files
