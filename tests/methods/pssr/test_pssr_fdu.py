@@ -8,14 +8,18 @@ import pytest
 import torch
 
 from vsrkit.methods.pssr.config import PSSRConfig
-from vsrkit.methods.pssr.method import (
-    butterworth_lowpass,
-    frequency_domain_update,
-    lowpass,
-    rgb_to_yuv,
-    video_fdu,
-    yuv_to_rgb,
-)
+from vsrkit.methods.pssr.method import video_fdu
+from vsrkit.methods.pssr.model import FrequencyDomainUpdate
+
+rgb_to_yuv, yuv_to_rgb, lowpass = FrequencyDomainUpdate.rgb_to_yuv, FrequencyDomainUpdate.yuv_to_rgb, FrequencyDomainUpdate.lowpass
+
+
+def frequency_domain_update(consistent, sharp, **options):
+    return FrequencyDomainUpdate(**options)(consistent, sharp)
+
+
+def butterworth_lowpass(height, width, cutoff, order):
+    return FrequencyDomainUpdate(cutoff=cutoff, order=order).gain(height, width)
 
 
 def release_fuse_patch(tc: np.ndarray, ts: np.ndarray, fc=0.20, alpha=1.0, border=2, order=2, eps=1e-6):

@@ -12,10 +12,10 @@ from vsrkit.backbones import BackboneConfig
 from vsrkit.errors import UserError, WeightsError
 from vsrkit.methods.protocol import WindowContext
 from vsrkit.methods.pssr.config import PSSRConfig
+from vsrkit.methods.pssr.convert import draft_state_to_release
 from vsrkit.methods.pssr.method import (
     PSSRMethod,
     bf16_value,
-    draft_state_to_release,
     kept_blocks,
     video_fdu,
 )

@@ -19,10 +19,9 @@ from vsrkit.backbones import loading, runtime
 from vsrkit.backbones.build import diffusers_class
 from vsrkit.backbones.presets import get_preset
 from vsrkit.errors import WeightsError
+from vsrkit.methods.pssr.convert import draft_state_to_release, load_draft_state
 from vsrkit.methods.pssr.method import (
-    draft_state_to_release,
     kept_blocks,
-    load_draft_state,
     widen_patch_embedding,
 )
 from vsrkit.methods.pssr.model import PSSRDraftTransformer

@@ -40,7 +40,8 @@ from vsrkit.backbones import convert, loading, runtime
 from vsrkit.errors import UserError, WeightsError
 from vsrkit.methods.protocol import OptimizerGroup, WindowContext, WindowSpec
 from vsrkit.methods.pssr.config import PSSRConfig
-from vsrkit.methods.pssr.model import LoRALinear, LPIPSVGG, PSSRDraftTransformer
+from vsrkit.methods.pssr.convert import build_lpips, draft_state_to_release, load_draft_state, lora_state_to_release
+from vsrkit.methods.pssr.model import BlockInputTap, FrequencyDomainUpdate, LoRALinear, PSSRDraftTransformer
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +51,8 @@ LATENT_CHANNELS = 16
 HR_MULTIPLE = 16
 # Pixels per latent pixel of the Wan VAE (the pixel losses' crop: 20 latents = 160 pixels).
 VAE_SCALE = 8
-# Modules that carry LoRA (release --lora_target_modules q,k,v,o,ffn.0,ffn.2, in diffusers names).
-LORA_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
-                "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "ffn.net.0.proj", "ffn.net.2")
 GENERATOR, FAKE_SCORE = "generator", "fake_score"
-# The LoRA adapter name inside the release's files (peft's default adapter).
-RELEASE_ADAPTER = "default"
 
-# BT.601 analog YUV of inference_step_2.py (the inverse is the release's, not the exact inverse).
-_RGB_TO_YUV = ((0.299, 0.587, 0.114), (-0.14713, -0.28886, 0.436), (0.615, -0.51499, -0.10001))
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,80 +91,14 @@ def bf16_value(value: float) -> float:
     return float(torch.tensor(float(value)).to(torch.bfloat16).float())
 
 
-def rgb_to_yuv(rgb: torch.Tensor) -> torch.Tensor:
-    """``(N, 3, H, W)`` RGB -> YUV with the release's BT.601 analog constants (same op order)."""
-    r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
-    rows = [m[0] * r + m[1] * g + m[2] * b for m in _RGB_TO_YUV]
-    return torch.cat(rows, dim=1)
-
-
-def yuv_to_rgb(yuv: torch.Tensor) -> torch.Tensor:
-    """The release's inverse (``R = Y + 1.13983 V``, ``G = Y - 0.39465 U - 0.5806 V``, ``B = Y + 2.03211 U``)."""
-    y, u, v = yuv[:, 0:1], yuv[:, 1:2], yuv[:, 2:3]
-    return torch.cat([y + 1.13983 * v, y - 0.39465 * u - 0.5806 * v, y + 2.03211 * u], dim=1)
-
-
-def butterworth_lowpass(height: int, width: int, cutoff: float, order: int, device=None) -> torch.Tensor:
-    """``(1, 1, H, W)`` gain ``1 / (1 + (r / fc)^(2n))`` on the release's grid: ``linspace(-0.5,
-    0.5, N)`` per axis (not the FFT bins; even sizes have no exact DC sample, §4)."""
-    u = torch.linspace(-0.5, 0.5, width, device=device).view(1, 1, 1, width)
-    v = torch.linspace(-0.5, 0.5, height, device=device).view(1, 1, height, 1)
-    r = torch.sqrt(u ** 2 + v ** 2)
-    return 1.0 / (1.0 + (r / cutoff) ** (2 * order))
-
-
-def lowpass(y: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-    """Per-frame 2-D low-pass of ``(N, 1, H, W)``: centred orthonormal FFT, ``* gain``, back.
-
-    The release calls ``fftshift`` without ``dim`` on ``(T, 1, H, W)``; the extra shifts of the
-    frame and channel axes cancel in ``ifftshift`` because the gain is the same for every frame,
-    so shifting only H and W gives the same numbers.
-    """
-    spectrum = torch.fft.fftshift(torch.fft.fft2(y, norm="ortho"), dim=(-2, -1))
-    return torch.real(torch.fft.ifft2(torch.fft.ifftshift(spectrum * gain, dim=(-2, -1)), norm="ortho"))
-
-
-def frequency_domain_update(consistent: torch.Tensor, sharp: torch.Tensor, *, alpha: float = 1.0,
-                            cutoff: float = 0.20, order: int = 2, border: int = 2,
-                            eps: float = 1e-6) -> torch.Tensor:
-    """The FDU of ``inference_step_2.py`` (``fuse_patch``), on the GPU, in float32.
-
-    Luma only: ``Y = LP(Y_c) + alpha (w HP(Y_s) + (1 - w) HP(Y_c))`` with the per-pixel weight
-    ``w = |HP(Y_s)| / (|HP(Y_s)| + |HP(Y_c)| + eps)``; chroma (U, V) and the outer ``border``
-    pixels of the luma come from ``consistent``; RGB is clamped to [0, 1].
-
-    Args:
-        consistent: The base output ``(N, 3, H, W)`` float in [0, 1].
-        sharp: The draft output, same shape.
-        alpha, cutoff, order, border, eps: See :class:`PSSRConfig` (``fdu_*``).
-
-    Returns:
-        ``(N, 3, H, W)`` float32 in [0, 1].
-    """
-    if consistent.shape != sharp.shape or consistent.dim() != 4 or consistent.shape[1] != 3:
-        raise ValueError(f"FDU inputs must both be (N, 3, H, W). Got {tuple(consistent.shape)} and {tuple(sharp.shape)}.")
-    yuv_c = rgb_to_yuv(consistent.float())
-    y_c, y_s = yuv_c[:, 0:1], rgb_to_yuv(sharp.float())[:, 0:1]
-    gain = butterworth_lowpass(y_c.shape[-2], y_c.shape[-1], cutoff, order, device=y_c.device)
-    low_c = lowpass(y_c, gain)
-    high_c, high_s = y_c - low_c, y_s - lowpass(y_s, gain)
-    weight = high_s.abs() / (high_s.abs() + high_c.abs() + eps)
-    y = low_c + alpha * (weight * high_s + (1.0 - weight) * high_c)
-    if border > 0:
-        h, w = y.shape[-2:]
-        inside = torch.zeros_like(y, dtype=torch.bool)
-        inside[..., border:h - border, border:w - border] = True
-        y = torch.where(inside, y, y_c)
-    return yuv_to_rgb(torch.cat([y, yuv_c[:, 1:]], dim=1)).clamp(0.0, 1.0)
-
-
 def video_fdu(consistent: torch.Tensor, sharp: torch.Tensor, config: PSSRConfig) -> torch.Tensor:
-    """:func:`frequency_domain_update` of two ``(B, 3, T, H, W)`` videos in [-1, 1] (frame by frame)."""
+    """The :class:`FrequencyDomainUpdate` of ``config`` on two ``(B, 3, T, H, W)`` videos in
+    [-1, 1], frame by frame; returns the same layout and range."""
     b, c, t, h, w = consistent.shape
     flat = [(x.float() * 0.5 + 0.5).permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w) for x in (consistent, sharp)]
-    out = frequency_domain_update(*flat, alpha=config.fdu_alpha, cutoff=config.fdu_cutoff, order=config.fdu_order,
-                                  border=config.fdu_border, eps=config.fdu_eps)
-    return (out * 2.0 - 1.0).reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)
+    fdu = FrequencyDomainUpdate(alpha=config.fdu_alpha, cutoff=config.fdu_cutoff, order=config.fdu_order,
+                                border=config.fdu_border, eps=config.fdu_eps)
+    return (fdu(*flat) * 2.0 - 1.0).reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)
 
 
 # Copied from vsrkit.methods.sparkvsr.method.upsample_frames (methods import no other method).
@@ -222,73 +150,8 @@ def vsd_loss(x0: torch.Tensor, real_x0: torch.Tensor, fake_x0: torch.Tensor) -> 
 
 
 # --------------------------------------------------------------------------------------------
-# Release checkpoints
-# --------------------------------------------------------------------------------------------
-
-
-def draft_state_from_release(sd: dict) -> tuple[dict, list[str]]:
-    """``draft.safetensors`` (DiffSynth names, §5.5) -> :class:`PSSRDraftTransformer` names.
-
-    Returns:
-        The renamed dict and the keys that have no counterpart.
-    """
-    fc = {k: v for k, v in sd.items() if k.startswith("fc_layers.")}
-    rest, unknown = convert.convert_wan_to_diffusers({k: v for k, v in sd.items() if k not in fc})
-    return {**rest, **fc}, unknown
-
-
-def draft_state_to_release(sd: dict) -> dict:
-    """:class:`PSSRDraftTransformer` names -> the release's DiffSynth names (inverse of the above)."""
-    fc = {k: v for k, v in sd.items() if k.startswith("fc_layers.")}
-    return {**convert.convert_wan_to_original({k: v for k, v in sd.items() if k not in fc}), **fc}
-
-
-def load_draft_state(draft: PSSRDraftTransformer, sd: dict, source: str) -> None:
-    """Strictly load a release-format draft state dict (tensors may be ``meta``: assigned).
-
-    Raises:
-        WeightsError: The block count differs from the draft's (another ``k_select``), or a key is
-            missing, unexpected or mis-shaped.
-    """
-    blocks = {int(m.group(1)) for k in sd for m in [re.match(r"(?:blocks|fc_layers)\.(\d+)\.", k)] if m}
-    if blocks and max(blocks) + 1 != len(draft.blocks):
-        raise WeightsError(f"`{source}` holds a draft with {max(blocks) + 1} blocks; this k_select keeps "
-                           f"{len(draft.blocks)}. Set method.k_select to the value it was trained with "
-                           f"(the release's draft.safetensors: 1.5).")
-    mapped, unknown = draft_state_from_release(sd)
-    loading.load_into(draft, mapped, source, "PS-SR draft transformer", unknown)
-
-
-# --------------------------------------------------------------------------------------------
 # The method
 # --------------------------------------------------------------------------------------------
-
-
-class _BlockInputTap(nn.Module):
-    """Stands in for a block during one forward: keeps the hidden state entering it."""
-
-    def __init__(self, block: nn.Module, store: list, slot: int):
-        super().__init__()
-        self.block, self.store, self.slot = block, store, slot
-
-    def forward(self, hidden_states, *args, **kwargs):
-        self.store[self.slot] = hidden_states
-        return self.block(hidden_states, *args, **kwargs)
-
-
-@contextlib.contextmanager
-def capture_block_inputs(transformer: nn.Module, indices: list[int]):
-    """Within the block, ``transformer.blocks[b]`` for ``b`` in ``indices`` record their input
-    hidden states into the yielded list (same order); the blocks are restored afterwards."""
-    store: list = [None] * len(indices)
-    originals = {b: transformer.blocks[b] for b in indices}
-    try:
-        for slot, b in enumerate(indices):
-            transformer.blocks[b] = _BlockInputTap(originals[b], store, slot)
-        yield store
-    finally:
-        for b, block in originals.items():
-            transformer.blocks[b] = block
 
 
 class PSSRMethod:
@@ -511,7 +374,7 @@ class PSSRMethod:
         ``capture``, the hidden states entering the kept blocks."""
         if not capture:
             return self.backbone.predict(latents, timestep, embeds), []
-        with capture_block_inputs(self.backbone.transformer, self.kept) as features:
+        with BlockInputTap.capture(self.backbone.transformer, self.kept) as features:
             v = self.backbone.predict(latents, timestep, embeds)
         return v, list(features)
 
@@ -591,46 +454,6 @@ class PSSRMethod:
         c = self.config
         return {"num_frames": c.train_frames, "hr_size": tuple(c.train_size), "frame_multiple": 4, "frame_offset": 1}
 
-    def _lpips_files(self) -> tuple[Path | None, Path | None]:
-        """Where the LPIPS linear layers and the VGG16 weights are (``None``: not found)."""
-        c = self.config
-        hub = Path(torch.hub.get_dir())
-        lins = Path(c.lpips_weights).expanduser() if c.lpips_weights else None
-        if lins is None:
-            candidates = [hub / "pyiqa" / "LPIPS_v0.1_vgg-a78928a0.pth"]
-            spec = importlib.util.find_spec("lpips")
-            if spec is not None and spec.origin:
-                candidates.append(Path(spec.origin).parent / "weights" / "v0.1" / "vgg.pth")
-            lins = next((p for p in candidates if p.is_file()), None)
-        vgg = Path(c.vgg16_weights).expanduser() if c.vgg16_weights else hub / "checkpoints" / "vgg16-397923af.pth"
-        return lins, (vgg if vgg.is_file() else None)
-
-    def _build_lpips(self, device) -> nn.Module:
-        """LPIPS-VGG with the release's weights; on a tiny preset, random like its backbone.
-
-        Raises:
-            UserError: A real preset without the two weight files (named in the message), so a
-                run never trains with a different loss than asked for.
-        """
-        from vsrkit.backbones.presets import get_preset
-
-        net = LPIPSVGG()
-        if get_preset(self.backbone_config.preset).tiny:
-            runtime.deterministic_init_(net, seed=self.config.seed)
-            logger.info("tiny preset: the LPIPS network has random weights, like the backbone")
-        else:
-            lins, vgg = self._lpips_files()
-            if lins is None or vgg is None:
-                want = [] if lins else ["the LPIPS v0.1 VGG layers (method.lpips_weights=<lpips/weights/v0.1/vgg.pth> "
-                                        f"or {Path(torch.hub.get_dir()) / 'pyiqa' / 'LPIPS_v0.1_vgg-a78928a0.pth'})"]
-                want += [] if vgg else [f"torchvision's VGG16 (method.vgg16_weights=<vgg16-397923af.pth> or "
-                                        f"{Path(torch.hub.get_dir()) / 'checkpoints' / 'vgg16-397923af.pth'})"]
-                raise UserError(f"method.lpips_weight={self.config.lpips_weight} needs {' and '.join(want)}; vsrkit "
-                                f"never downloads. Place the files there, or set method.lpips_weight=0 to train "
-                                f"without LPIPS.")
-            load_lpips_weights(net, lins, vgg)
-        return net.to(device).eval().requires_grad_(False)
-
     def setup_training(self, device: torch.device) -> None:
         """Build the models of the configured stage.
 
@@ -645,8 +468,10 @@ class PSSRMethod:
         if c.stage == "draft" and c.base_weights is None and self._has_backbone_weights():
             raise UserError("method.stage=draft needs method.base_weights (the trained base.safetensors) to build "
                             "the draft from.")
-        if c.lpips_weight > 0:
-            self._lpips = self._build_lpips(device)  # fails before the big load when files are missing
+        if c.lpips_weight > 0:  # fails before the big load when files are missing
+            from vsrkit.backbones.presets import get_preset
+
+            self._lpips = build_lpips(c, get_preset(self.backbone_config.preset).tiny, device)
         bb = self._build_backbone(device, None)
         self.backbone = bb
         transformer = bb.transformer
@@ -668,7 +493,7 @@ class PSSRMethod:
             stock_patch.bias.copy_(widened.bias)
         stock_head = transformer.proj_out
         adapters = {GENERATOR: c.lora_rank, **({FAKE_SCORE: c.lora_rank} if c.vsd_weight > 0 else {})}
-        layers = inject_lora(transformer, adapters, seed=c.seed)
+        layers = LoRALinear.inject(transformer, adapters, seed=c.seed)
         self._roles = {
             GENERATOR: {"patch": _trainable_copy(transformer.patch_embedding), "head": _trainable_copy(stock_head),
                         "adapter": GENERATOR},
@@ -1001,17 +826,8 @@ class PSSRMethod:
                 params[target].copy_(value)
 
     def release_lora_state(self, role: str) -> dict:
-        """The ``role``'s adapter, patch embedding and head in the release's file format (peft
-        names on the original Wan modules, adapter ``default``; ``patch_embedding.*``, ``head.head.*``)."""
-        out = {}
-        for key, p in self._role_params(role).items():
-            name = key[len(role) + 1:]
-            m = re.fullmatch(r"(.+)\.(lora_[AB])\.weight", name)
-            if m:
-                out[f"{convert.wan_module_to_original(m.group(1))}.{m.group(2)}.{RELEASE_ADAPTER}.weight"] = p
-            else:
-                out[convert.wan_key_to_original(name)] = p
-        return {k: v.detach().float().contiguous().cpu() for k, v in out.items()}
+        """The ``role``'s adapter, patch embedding and head in the release's file format."""
+        return lora_state_to_release({k[len(role) + 1:]: p for k, p in self._role_params(role).items()})
 
     def export(self, directory: str) -> None:
         """Write what inference (vsrkit's and the release's) loads.
@@ -1042,58 +858,3 @@ def _trainable_copy(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module).float().requires_grad_(True)
 
 
-def inject_lora(transformer: nn.Module, adapters: dict[str, int], seed: int = 0) -> dict[str, LoRALinear]:
-    """Wrap every ``LORA_TARGETS`` linear of every block in a :class:`LoRALinear` with ``adapters``.
-
-    Initialisation is peft's: ``A`` uniform in ``+-1/sqrt(in)`` (kaiming-uniform, a = sqrt(5)),
-    ``B`` zero, so the adapters start as the identity; ``A`` comes from hash noise so the init is
-    the same on every torch version.
-
-    Returns:
-        ``{module path (diffusers names): layer}``.
-    """
-    layers = {}
-    for i, block in enumerate(transformer.blocks):
-        for path in LORA_TARGETS:
-            parent_path, _, leaf = path.rpartition(".")
-            parent = block.get_submodule(parent_path)
-            base = getattr(parent, leaf) if not leaf.isdigit() else parent[int(leaf)]
-            layer = LoRALinear(base.requires_grad_(False), adapters).to(base.weight.device)
-            for name in adapters:
-                a = layer.lora_A[name].weight
-                noise = runtime.deterministic_values(a.shape, f"lora.{i}.{path}.{name}", seed, device=a.device)
-                with torch.no_grad():
-                    a.copy_(noise / math.sqrt(3.0 * a.shape[1]))
-                    layer.lora_B[name].weight.zero_()
-            for module in (layer.lora_A, layer.lora_B):
-                module.float().requires_grad_(True)
-            if leaf.isdigit():
-                parent[int(leaf)] = layer
-            else:
-                setattr(parent, leaf, layer)
-            layers[f"blocks.{i}.{path}"] = layer
-    return layers
-
-
-def load_lpips_weights(net: LPIPSVGG, lins: Path, vgg: Path) -> None:
-    """LPIPS linear layers (``lin{k}.model.1.weight``, any prefix) and torchvision's VGG16
-    ``features.*`` into ``net``; every tensor must be there with the right shape.
-
-    Raises:
-        WeightsError: A file misses a tensor or has another shape.
-    """
-    lin_sd = loading.read_state_dict(lins)
-    found = {}
-    for key, value in lin_sd.items():
-        m = re.search(r"(?:^|\.)lin(\d)\.model\.1\.weight$", key)
-        if m:
-            found[f"lins.{m.group(1)}.weight"] = value
-    vgg_sd = loading.read_state_dict(vgg)
-    found.update({k: v for k, v in vgg_sd.items() if k.startswith("features.") and k in net.state_dict()})
-    expected = net.state_dict()
-    missing = [k for k in expected if k not in found]
-    wrong = [k for k in found if tuple(found[k].shape) != tuple(expected[k].shape)]
-    if missing or wrong:
-        raise WeightsError(f"LPIPS weights `{lins}` + `{vgg}` do not match LPIPS-VGG v0.1: "
-                           f"missing {missing[:3]}, mis-shaped {wrong[:3]}.")
-    net.load_state_dict(found, strict=True)

@@ -1,5 +1,6 @@
 """The modules PS-SR adds to Wan2.1: the pruned draft DiT with its fusion layers, LoRA adapters
-that several roles share on one frozen DiT, and LPIPS-VGG for the pixel loss.
+that several roles share on one frozen DiT, LPIPS-VGG for the pixel loss and the (weight-free)
+frequency-domain update.
 
 Weights are never read here (``method.py`` loads them); shapes and names follow the release's
 checkpoints (``fc_layers``) and diffusers' ``WanTransformer3DModel`` (everything else), so a
@@ -8,6 +9,7 @@ release file maps onto these modules key for key (``convert.py``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -18,6 +20,12 @@ from diffusers.models.transformers.transformer_wan import (
     WanTransformerBlock,
 )
 from torch import nn
+
+from vsrkit.backbones.runtime import deterministic_values
+
+# Modules that carry LoRA (release --lora_target_modules q,k,v,o,ffn.0,ffn.2, in diffusers names).
+LORA_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
+                "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "ffn.net.0.proj", "ffn.net.2")
 
 
 class PSSRDraftTransformer(nn.Module):
@@ -147,6 +155,44 @@ class LoRALinear(nn.Module):
         delta = b(a(x.to(a.weight.dtype))) * self.scaling[self.active]
         return out + delta.to(out.dtype)
 
+    @classmethod
+    def inject(cls, transformer: nn.Module, adapters: dict[str, int], seed: int = 0) -> dict[str, "LoRALinear"]:
+        """Wrap every ``LORA_TARGETS`` linear of every block of ``transformer`` in place.
+
+        Initialisation is peft's: ``A`` uniform in ``+-1/sqrt(in)`` (kaiming-uniform, a = sqrt(5)),
+        ``B`` zero, so the adapters start as the identity; ``A`` comes from hash noise so the init
+        is the same on every torch version. Adapter weights are float32 and train.
+
+        Args:
+            transformer: A diffusers ``WanTransformer3DModel``.
+            adapters: ``{name: rank}``.
+            seed: Changes every ``A``.
+
+        Returns:
+            ``{module path (diffusers names): layer}``.
+        """
+        layers = {}
+        for i, block in enumerate(transformer.blocks):
+            for path in LORA_TARGETS:
+                parent_path, _, leaf = path.rpartition(".")
+                parent = block.get_submodule(parent_path)
+                base = parent[int(leaf)] if leaf.isdigit() else getattr(parent, leaf)
+                layer = cls(base.requires_grad_(False), adapters).to(base.weight.device)
+                for name in adapters:
+                    a = layer.lora_A[name].weight
+                    noise = deterministic_values(a.shape, f"lora.{i}.{path}.{name}", seed, device=a.device)
+                    with torch.no_grad():
+                        a.copy_(noise / math.sqrt(3.0 * a.shape[1]))
+                        layer.lora_B[name].weight.zero_()
+                for module in (layer.lora_A, layer.lora_B):
+                    module.float().requires_grad_(True)
+                if leaf.isdigit():
+                    parent[int(leaf)] = layer
+                else:
+                    setattr(parent, leaf, layer)
+                layers[f"blocks.{i}.{path}"] = layer
+        return layers
+
 
 class LPIPSVGG(nn.Module):
     """LPIPS v0.1 with the VGG16 backbone (``lpips.LPIPS(net='vgg')``, the release's pixel loss).
@@ -194,3 +240,110 @@ class LPIPSVGG(nn.Module):
             ft = ft / (torch.sqrt(torch.sum(ft ** 2, dim=1, keepdim=True)) + 1e-10)
             total = total + lin((fp - ft) ** 2).mean(dim=[2, 3], keepdim=True)
         return total
+
+
+class FrequencyDomainUpdate(nn.Module):
+    """The FDU of ``inference_step_2.py`` (``fuse_patch``), frame by frame, in float32 (no weights).
+
+    Luma only: ``Y = LP(Y_c) + alpha (w HP(Y_s) + (1 - w) HP(Y_c))`` with the per-pixel weight
+    ``w = |HP(Y_s)| / (|HP(Y_s)| + |HP(Y_c)| + eps)``; chroma (U, V) and the outer ``border``
+    pixels of the luma come from the consistent (base) input; RGB is clamped to [0, 1]. ``LP`` is a
+    Butterworth low-pass of the centred orthonormal 2-D FFT.
+
+    Args:
+        alpha: High-frequency strength (release script 1.0, paper 0.6).
+        cutoff: Butterworth cut-off in cycles per pixel.
+        order: Butterworth order.
+        border: Edge pixels whose luma is the consistent input's.
+        eps: Added to the weight's denominator.
+    """
+
+    # BT.601 analog YUV of inference_step_2.py; its inverse (yuv_to_rgb) is the release's, not exact.
+    RGB_TO_YUV = ((0.299, 0.587, 0.114), (-0.14713, -0.28886, 0.436), (0.615, -0.51499, -0.10001))
+
+    def __init__(self, alpha: float = 1.0, cutoff: float = 0.20, order: int = 2, border: int = 2, eps: float = 1e-6):
+        super().__init__()
+        self.alpha, self.cutoff, self.order, self.border, self.eps = alpha, cutoff, order, border, eps
+
+    @classmethod
+    def rgb_to_yuv(cls, rgb: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` RGB -> YUV with the release's constants (same op order)."""
+        r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
+        return torch.cat([m[0] * r + m[1] * g + m[2] * b for m in cls.RGB_TO_YUV], dim=1)
+
+    @staticmethod
+    def yuv_to_rgb(yuv: torch.Tensor) -> torch.Tensor:
+        """The release's inverse: ``R = Y + 1.13983 V``, ``G = Y - 0.39465 U - 0.5806 V``, ``B = Y + 2.03211 U``."""
+        y, u, v = yuv[:, 0:1], yuv[:, 1:2], yuv[:, 2:3]
+        return torch.cat([y + 1.13983 * v, y - 0.39465 * u - 0.5806 * v, y + 2.03211 * u], dim=1)
+
+    def gain(self, height: int, width: int, device=None) -> torch.Tensor:
+        """``(1, 1, H, W)`` gain ``1 / (1 + (r / fc)^(2n))`` on the release's grid: ``linspace(-0.5,
+        0.5, N)`` per axis (not the FFT bins; even sizes have no exact DC sample)."""
+        u = torch.linspace(-0.5, 0.5, width, device=device).view(1, 1, 1, width)
+        v = torch.linspace(-0.5, 0.5, height, device=device).view(1, 1, height, 1)
+        r = torch.sqrt(u ** 2 + v ** 2)
+        return 1.0 / (1.0 + (r / self.cutoff) ** (2 * self.order))
+
+    @staticmethod
+    def lowpass(y: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+        """Low-pass of ``(N, 1, H, W)`` frames: centred orthonormal FFT, ``* gain``, back.
+
+        The release calls ``fftshift`` without ``dim`` on ``(T, 1, H, W)``; the extra shifts of the
+        frame and channel axes cancel in ``ifftshift`` because the gain is the same for every frame.
+        """
+        spectrum = torch.fft.fftshift(torch.fft.fft2(y, norm="ortho"), dim=(-2, -1))
+        return torch.real(torch.fft.ifft2(torch.fft.ifftshift(spectrum * gain, dim=(-2, -1)), norm="ortho"))
+
+    def forward(self, consistent: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:
+        """``consistent`` (the base's) and ``sharp`` (the draft's) ``(N, 3, H, W)`` in [0, 1] ->
+        ``(N, 3, H, W)`` float32 in [0, 1]."""
+        if consistent.shape != sharp.shape or consistent.dim() != 4 or consistent.shape[1] != 3:
+            raise ValueError(f"FDU inputs must both be (N, 3, H, W). Got {tuple(consistent.shape)} and "
+                             f"{tuple(sharp.shape)}.")
+        yuv_c = self.rgb_to_yuv(consistent.float())
+        y_c, y_s = yuv_c[:, 0:1], self.rgb_to_yuv(sharp.float())[:, 0:1]
+        gain = self.gain(y_c.shape[-2], y_c.shape[-1], device=y_c.device)
+        low_c = self.lowpass(y_c, gain)
+        high_c, high_s = y_c - low_c, y_s - self.lowpass(y_s, gain)
+        weight = high_s.abs() / (high_s.abs() + high_c.abs() + self.eps)
+        y = low_c + self.alpha * (weight * high_s + (1.0 - weight) * high_c)
+        if self.border > 0:
+            h, w = y.shape[-2:]
+            inside = torch.zeros_like(y, dtype=torch.bool)
+            inside[..., self.border:h - self.border, self.border:w - self.border] = True
+            y = torch.where(inside, y, y_c)
+        return self.yuv_to_rgb(torch.cat([y, yuv_c[:, 1:]], dim=1)).clamp(0.0, 1.0)
+
+
+class BlockInputTap(nn.Module):
+    """Stands in for a block during one forward and keeps the hidden state entering it.
+
+    Args:
+        block: The block it wraps.
+        store: The list it writes to.
+        slot: Its index in ``store``.
+    """
+
+    def __init__(self, block: nn.Module, store: list, slot: int):
+        super().__init__()
+        self.block, self.store, self.slot = block, store, slot
+
+    def forward(self, hidden_states, *args, **kwargs):
+        self.store[self.slot] = hidden_states
+        return self.block(hidden_states, *args, **kwargs)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def capture(transformer: nn.Module, indices: list[int]):
+        """Within the block, ``transformer.blocks[b]`` for ``b`` in ``indices`` record their input
+        hidden states into the yielded list (same order); the blocks are restored afterwards."""
+        store: list = [None] * len(indices)
+        originals = {b: transformer.blocks[b] for b in indices}
+        try:
+            for slot, b in enumerate(indices):
+                transformer.blocks[b] = BlockInputTap(originals[b], store, slot)
+            yield store
+        finally:
+            for b, block in originals.items():
+                transformer.blocks[b] = block
