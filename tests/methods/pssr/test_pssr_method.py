@@ -259,7 +259,7 @@ def test_backbone_weights_need_the_release_files(tmp_path):
 @pytest.mark.parametrize("field,value,message", [
     ("k_select", 1.2, "multiple of 0.5"), ("timesteps_draft", [599, 650], "must decrease"),
     ("window", 32, "4k\\+1"), ("tile", [720, 1000], "multiples of 16"), ("fdu_mode", "paper", "fdu_mode"),
-    ("draft_condition", "hq", "draft_condition"), ("tagger", "ram", "needs `method.ram_weights"),
+    ("draft_condition", "hq", "draft_condition"), ("tagger", "ram", "tagger needs both `method.ram_weights"),
 ])
 def test_bad_options_are_one_line_user_errors(field, value, message):
     with pytest.raises(UserError, match=message) as err:
@@ -323,3 +323,47 @@ def test_mismatched_release_files_are_weights_errors(tmp_path):
     save_file(draft_state_to_release(other.draft.state_dict()), str(tmp_path / "draft3.safetensors"))
     with pytest.raises(WeightsError, match="holds a draft with 3 blocks; this k_select keeps 2"):
         _method(draft_weights=str(tmp_path / "draft3.safetensors"))
+
+
+def test_ram_tags_join_the_prompt_per_window(tmp_path, monkeypatch):
+    # SeeSR's `ram` package as the release calls it: ram(pretrained=, pretrained_condition=,
+    # image_size=384, vit="swin_l") and inference_ram(frames, model) -> tags per image.
+    import importlib.machinery
+    import sys
+    import types
+
+    for name in ("ram.pth", "dape.pth"):
+        (tmp_path / name).write_bytes(b"x")
+    files = dict(ram_weights=str(tmp_path / "ram.pth"), dape_weights=str(tmp_path / "dape.pth"))
+    with pytest.raises(UserError, match="needs SeeSR's `ram` package"):
+        _method(**files)  # auto: both files given -> the tagger, checked before anything loads
+    seen = {}
+
+    class FakeRam(torch.nn.Module):
+        def __init__(self, **kwargs):
+            super().__init__()
+            seen["kwargs"] = kwargs
+
+    def inference_ram(frames, model):
+        seen["frames"] = frames
+        return ["building, sky, tree"]
+
+    ram = types.ModuleType("ram")
+    ram.__spec__ = importlib.machinery.ModuleSpec("ram", None)
+    ram.inference_ram = inference_ram
+    lora = types.ModuleType("ram.models.ram_lora")
+    lora.ram = FakeRam
+    monkeypatch.setitem(sys.modules, "ram", ram)
+    monkeypatch.setitem(sys.modules, "ram.models", types.ModuleType("ram.models"))
+    monkeypatch.setitem(sys.modules, "ram.models.ram_lora", lora)
+    method = _method(**files)
+    prompts = []
+    original = method._embed
+    monkeypatch.setattr(method, "_embed", lambda text: prompts.append(text) or original(text))
+    method.upscale(_lq(), _context())
+    assert prompts == ["4K Ultra-clear, Sharp, Fine Details Restored, Temporal Consistency, Natural Colors, "
+                       "building, sky, tree"]
+    assert seen["kwargs"] == {"pretrained": files["ram_weights"], "pretrained_condition": files["dape_weights"],
+                              "image_size": 384, "vit": "swin_l"}
+    assert seen["frames"].shape == (1, 3, 384, 384) and seen["frames"].dtype == torch.bfloat16
+    assert _method(tagger="none", **files).uses_tagger is False

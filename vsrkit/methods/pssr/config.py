@@ -30,7 +30,7 @@ _DRAFT_CONDITIONS = ["lq", "zeros"]
 _FDU_MODES = ["final", "every_step"]
 _UPSCALE_MODES = ["bicubic", "bilinear", "area", "nearest"]
 _TRAIN_UPSCALE_MODES = ["random", *_UPSCALE_MODES]
-_TAGGERS = ["none", "ram"]
+_TAGGERS = ["auto", "ram", "none"]
 
 
 @dataclass
@@ -77,12 +77,14 @@ class PSSRConfig:
         prompt: The fixed prompt (release default; the README asks for the training prompt).
         tags: Extra comma-separated tags appended as ``"<prompt>, <tags>"`` (the release appends
             RAM/DAPE tags that way). ``None`` uses the prompt alone.
-        tagger: ``"none"`` or ``"ram"``: tag each window from one frame with RAM + DAPE through
-            SeeSR's ``ram`` package (not a vsrkit dependency), as the release does; needs
-            ``ram_weights`` and ``dape_weights``. Each window then has its own prompt, so the
-            umT5 encoder runs on every prompt-cache miss.
-        ram_weights: ``ram_swin_large_14m.pth`` (for ``tagger=ram``).
-        dape_weights: ``DAPE.pth`` (for ``tagger=ram``).
+        tagger: ``"auto"``, ``"ram"`` or ``"none"``. ``ram`` tags each window from one frame with
+            RAM + DAPE through SeeSR's ``ram`` package (not a vsrkit dependency), as the release
+            does, and needs ``ram_weights`` and ``dape_weights``; each window then has its own
+            prompt, so the umT5 encoder runs on every prompt-cache miss. ``none`` uses the prompt
+            (and ``tags``) alone. ``auto`` is ``ram`` when both weight files are given, else
+            ``none`` (said in the log).
+        ram_weights: ``ram_swin_large_14m.pth`` (for the tagger).
+        dape_weights: ``DAPE.pth`` (for the tagger).
         window: Temporal window in input frames, ``4k+1`` (release ``--window_t 33``); ``None``
             runs the clip whole.
         overlap: Frames shared by consecutive windows (release ``--overlap_t 16``).
@@ -151,7 +153,7 @@ class PSSRConfig:
     upscale_mode: str = "bicubic"
     prompt: str = DEFAULT_PROMPT
     tags: Optional[str] = None
-    tagger: str = "none"
+    tagger: str = "auto"
     ram_weights: Optional[str] = None
     dape_weights: Optional[str] = None
     window: Optional[int] = 33
@@ -195,10 +197,11 @@ class PSSRConfig:
             if value is not None and not Path(value).expanduser().is_file():
                 raise UserError(f"`method.{name}` names `{value}`, which is not a file. Give the path of the "
                                 f"local weights file (vsrkit never downloads).")
-        if self.tagger == "ram" and (self.ram_weights is None or self.dape_weights is None):
-            raise UserError("`method.tagger=ram` needs `method.ram_weights=<ram_swin_large_14m.pth>` and "
-                            "`method.dape_weights=<DAPE.pth>`; or use tagger=none (the fixed prompt, optionally "
-                            "with method.tags).")
+        given = (self.ram_weights is not None) + (self.dape_weights is not None)
+        if (self.tagger == "ram" and given < 2) or (self.tagger == "auto" and given == 1):
+            raise UserError("the RAM/DAPE tagger needs both `method.ram_weights=<ram_swin_large_14m.pth>` and "
+                            "`method.dape_weights=<DAPE.pth>`; or use method.tagger=none (the fixed prompt, "
+                            "optionally with method.tags).")
         self.timesteps_draft = [int(t) for t in self.timesteps_draft]
         steps = [self.timestep_base, *self.timesteps_draft]
         if not self.timesteps_draft:

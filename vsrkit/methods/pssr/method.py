@@ -271,6 +271,9 @@ class PSSRMethod:
             WeightsError: A weights file does not match.
         """
         c = self.config
+        if self.uses_tagger and importlib.util.find_spec("ram") is None:
+            raise UserError("the RAM/DAPE tagger needs SeeSR's `ram` package (ram.models.ram_lora, ram.inference_ram), "
+                            "which vsrkit does not ship; install it or use method.tagger=none.")
         if self._has_backbone_weights():
             missing = [n for n in ("base_weights", "draft_weights") if getattr(c, n) is None]
             if missing:
@@ -287,7 +290,7 @@ class PSSRMethod:
         else:
             draft = self._new_draft(bb.transformer, device, bb.dtype)
         self.draft = self._finish_draft(draft.eval().requires_grad_(False))
-        if c.tagger == "none":
+        if not self.uses_tagger:
             logger.info("pssr prompt: %r (%s)", self._prompt_text(None),
                         "with method.tags" if c.tags else "no RAM/DAPE tagger: the fixed prompt alone")
 
@@ -307,8 +310,14 @@ class PSSRMethod:
             self._prompts[text] = self.backbone.prompt_embeds(text)
         return self._prompts[text]
 
+    @property
+    def uses_tagger(self) -> bool:
+        """Whether windows get RAM/DAPE tags (``tagger=ram``, or ``auto`` with both weight files)."""
+        c = self.config
+        return c.tagger == "ram" or (c.tagger == "auto" and c.ram_weights is not None and c.dape_weights is not None)
+
     def _window_embeds(self, hr: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        if self.config.tagger == "none":
+        if not self.uses_tagger:
             return self._embed(self._prompt_text(None))
         return self._embed(self._prompt_text(self._ram_tags(hr, generator)))
 
@@ -317,9 +326,6 @@ class PSSRMethod:
         one random frame, resized to 384x384, ImageNet-normalised, bf16; §3.1). The frame comes
         from the window's seeded generator (the release's is unseeded)."""
         if self._tagger is None:
-            if importlib.util.find_spec("ram") is None:
-                raise UserError("`method.tagger=ram` needs SeeSR's `ram` package (ram.models.ram_lora, "
-                                "ram.inference_ram), which vsrkit does not ship; use method.tagger=none.")
             from ram.models.ram_lora import ram as build_ram
 
             c = self.config
