@@ -4,7 +4,9 @@ The clock runs from the first input frame handed to the engine to the last outpu
 numpy on the CPU (model loading and file encoding excluded), the same span as the release timings
 in perf-notes.md. Each workload is run once to warm up, then ``--repeats`` times; the median is
 reported with peak GPU memory and, for backbone methods, the time inside VAE encode, transformer
-and VAE decode.
+and VAE decode, and (``stages_seconds``) the time of each stage the method reports through
+``context.stage`` (PS-SR: ``encode``, ``denoise[0]`` = base step, ``denoise[1..3]`` = draft steps,
+``decode``, ``fdu``; InfVSR: ``encode``, ``denoise``, ``decode``).
 
 Streaming methods (InfVSR) are run through the engine's streaming path, fed 16 frames at a time;
 ``--frames`` may repeat (one warm-up per size, on the shortest length), ``parts_seconds`` then holds
@@ -18,6 +20,9 @@ Example (one H200)::
         --lr 180x320 --lr 270x480 --frames 33 --sweep method.ref_guidance_scale=1,2 --out $OUT/spark.json
     python tools/bench_method.py --method infvsr --backbone wan2.1-t2v-1.3b --lr 180x320 \\
         --frames 33 --frames 330 --frames 1000 --repeats 1 --file-to-file 330 --out $OUT/infvsr.json
+    # PS-SR in its 720x1280 windows, native and fused VAE kernels in one run (a backbone.* sweep reloads)
+    python tools/bench_method.py --method pssr --backbone wan2.1-t2v-1.3b --lr 180x320 --lr 270x480 \\
+        --frames 33 --method-tiles --random-prompts --sweep backbone.vae_kernels=native,fused
 """
 
 from __future__ import annotations
@@ -80,6 +85,23 @@ class Timers:
         setattr(obj, attr, timed)
 
 
+def random_prompt_embeddings() -> None:
+    """Prompt-cache misses return deterministic noise of the encoder's shape instead of loading the
+    text encoder (speed runs with random weights only: the DiT cost does not depend on the values)."""
+    from vsrkit.backbones import text
+    from vsrkit.backbones.runtime import deterministic_values
+
+    original = text.PromptEncoder.__call__
+
+    def call(self, prompt):
+        if self.preset.tiny or self.cache_file(prompt).is_file() or self.text_encoder_path is not None:
+            return original(self, prompt)
+        shape = (1, self.spec.max_length, self.spec.dim)
+        return deterministic_values(shape, f"bench-prompt:{prompt}"), torch.ones(1, shape[1], dtype=torch.int64)
+
+    text.PromptEncoder.__call__ = call
+
+
 @contextmanager
 def cuda_span():
     _sync()
@@ -108,23 +130,58 @@ def run_once(runner, frames: np.ndarray, keyframes: dict, on_stage=None) -> floa
 
 
 class StageTimer:
-    """Wall time per stage from a streaming method's ``context.stage`` reports (CUDA-synchronised)."""
+    """``WindowContext.on_stage`` callback: CUDA-synchronised seconds per reported stage
+    (``name`` or ``name[done]`` for stages with several steps), summed over windows."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
-        self.current, self.since = None, 0.0
+        self.current: str | None = None
+        self.start = 0.0
 
-    def __call__(self, name, done=0, total=1) -> None:
-        _sync()
-        now = time.perf_counter()
-        if self.current is not None:
-            self.seconds[self.current] = self.seconds.get(self.current, 0.0) + now - self.since
-        self.current, self.since = name, now
+    def __call__(self, name: str, done: int = 0, total: int = 1) -> None:
+        self.close()
+        self.current = name if total <= 1 else f"{name}[{done}]"
+        self.start = time.perf_counter()
 
     def stop(self) -> dict:
-        self(None)
-        self.current = None
+        self.close()
         return dict(self.seconds)
+
+    def close(self) -> None:
+        if self.current is not None:
+            _sync()
+            self.seconds[self.current] = self.seconds.get(self.current, 0.0) + time.perf_counter() - self.start
+            self.current = None
+
+    def wrap(self, method) -> None:
+        """Make every ``method.upscale`` call report its stages here."""
+        original = method.upscale
+
+        def staged(lq, context):
+            context.on_stage = self
+            try:
+                return original(lq, context)
+            finally:
+                self.close()
+
+        method.upscale = staged
+
+
+def random_prompt_embeddings() -> None:
+    """Prompt-cache misses return deterministic noise of the encoder's shape instead of loading the
+    text encoder (speed runs with random weights only: the DiT cost does not depend on the values)."""
+    from vsrkit.backbones import text
+    from vsrkit.backbones.runtime import deterministic_values
+
+    original = text.PromptEncoder.__call__
+
+    def call(self, prompt):
+        if self.preset.tiny or self.cache_file(prompt).is_file() or self.text_encoder_path is not None:
+            return original(self, prompt)
+        shape = (1, self.spec.max_length, self.spec.dim)
+        return deterministic_values(shape, f"bench-prompt:{prompt}"), torch.ones(1, shape[1], dtype=torch.int64)
+
+    text.PromptEncoder.__call__ = call
 
 
 def file_round_trip(runner, frames: np.ndarray, scale: int, folder: Path) -> dict:
@@ -176,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     parser.add_argument("--vae-channels-last", action="store_true", help="VAE weights in channels_last_3d")
     parser.add_argument("--vae-compile", action="store_true", help="torch.compile the VAE encoder and decoder")
+    parser.add_argument("--method-tiles", action="store_true",
+                        help="keep the method's spatial tiles (PS-SR's 720x1280 windows) instead of whole frames")
+    parser.add_argument("--random-prompts", action="store_true",
+                        help="prompt-cache misses give random embeddings instead of needing the text encoder")
     args = parser.parse_args(argv)
     args.frames = sorted(args.frames or [33])
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -191,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         key, values = item.split("=", 1)
         sweeps = [s + [f"{key}={v}"] for s in sweeps for v in values.split(",")]
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    if args.random_prompts:
+        random_prompt_embeddings()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     on_gpu = device.type == "cuda"
@@ -199,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     for sweep in sweeps:
         cfg = compose(args.method, args.backbone, [*args.set, *sweep, f"scale={args.scale}"])
         backbone_name = cfg.hydra.runtime.choices.backbone
-        key = (backbone_name, tuple(args.set))
+        key = (backbone_name, tuple(args.set), tuple(s for s in sweep if s.startswith("backbone.")))
         method_cfg = to_dataclass(cfg.method, "method")
         if method is None or loaded_for != key:
             method = None
@@ -211,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"loaded {args.method} on {backbone_name} in {time.perf_counter() - load_start:.1f} s", flush=True)
             loaded_for = key
             timers = Timers()
+            stages = StageTimer()
+            if not is_streaming(method):
+                stages.wrap(method)  # streaming methods report through the stream's on_stage instead
             backbone = getattr(method, "backbone", None)
             if backbone is not None and args.vae_channels_last:
                 for module in backbone.vae.model.modules():
@@ -231,36 +297,38 @@ def main(argv: list[str] | None = None) -> int:
         streaming = is_streaming(method)
         if streaming:
             spec = method.window_spec()
-        else:
-            spec = apply_overrides(method.window_spec(), window=0, overlap=None, tile=0, tile_overlap=None)  # one window
+        else:  # one window over the clip; whole frames unless --method-tiles
+            spec = apply_overrides(method.window_spec(), window=0, overlap=None,
+                                   tile=None if args.method_tiles else 0, tile_overlap=None)
         runner = WindowRunner(method, spec, device)
         for size in args.lr:
             h, w = (int(v) for v in size.lower().split("x"))
             keyframes = {} if streaming else {int(k): torch.rand(3, h * args.scale, w * args.scale) * 2 - 1
                                               for k in args.keyframes.split(",") if k.strip()}
             warm = np.random.default_rng(0).integers(0, 256, (args.frames[0], h, w, 3), dtype=np.uint8)
-            run_once(runner, warm, keyframes)  # warm-up (kernels, cuDNN autotune, allocator)
+            run_once(runner, warm, keyframes, on_stage=stages if streaming else None)  # warm-up (kernels, autotune)
             for n_frames in args.frames:
                 frames = np.random.default_rng(0).integers(0, 256, (n_frames, h, w, 3), dtype=np.uint8)
                 if on_gpu:
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats()
-                times, parts = [], []
+                times, parts, stage_parts = [], [], []
                 for _ in range(args.repeats):
-                    timers.seconds = {}
-                    stages = StageTimer() if streaming else None
-                    times.append(run_once(runner, frames, keyframes, on_stage=stages))
-                    parts.append(stages.stop() if streaming else dict(timers.seconds))
+                    timers.seconds, stages.seconds = {}, {}
+                    times.append(run_once(runner, frames, keyframes, on_stage=stages if streaming else None))
+                    stage_parts.append(stages.stop())
+                    parts.append(dict(stage_parts[-1]) if streaming else dict(timers.seconds))
                 median = statistics.median(times)
                 part = {k: statistics.median(p.get(k, 0.0) for p in parts) for k in parts[0]}
+                stage = {k: statistics.median(p.get(k, 0.0) for p in stage_parts) for k in stage_parts[0]}
                 flags = [f for f, on in (("cudnn_benchmark", args.cudnn_benchmark),
                                          ("vae_channels_last", args.vae_channels_last),
-                                         ("vae_compile", args.vae_compile)) if on]
+                                         ("vae_compile", args.vae_compile), ("method_tiles", args.method_tiles)) if on]
                 row = {"method": args.method, "backbone": backbone_name, "options": sweep + args.set + flags,
                        "random_weights": cfg.backbone is not None and bool(cfg.backbone.random_weights),
                        "lr": [h, w], "hr": [h * args.scale, w * args.scale], "frames": n_frames,
                        "keyframes": sorted(keyframes), "seconds": median, "ms_per_frame": median / n_frames * 1000,
-                       "parts_seconds": part,
+                       "parts_seconds": part, "stages_seconds": stage,
                        "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else 0.0,
                        "gpu": torch.cuda.get_device_name() if on_gpu else "cpu", "torch": torch.__version__,
                        "runs": times}

@@ -22,6 +22,8 @@ Examples::
     python tools/bench_speed.py --preset ltx-video-2b --out-json bench-ltx.json
     python tools/bench_speed.py --attention cudnn --compile regional --out-json bench-fast.json
     python tools/bench_speed.py --preset cogvideox1.5-5b-i2v --parts encode,decode --vae-tile-size 512 --vae-tile-overlap 64
+    # The Wan VAE, diffusers' modules and the fused path in one run
+    python tools/bench_speed.py --preset wan2.1-t2v-1.3b --parts encode,decode --vae-kernels native,fused
     python tools/bench_speed.py --from-json bench-*.json --out-md docs/benchmarks-table.md
 """
 
@@ -60,8 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="auto: on for CogVideoX only (the reference numbers' setting), off otherwise")
     p.add_argument("--vae-tile-size", type=int, help="VAE tile edge in pixels when tiling (default: diffusers')")
     p.add_argument("--vae-tile-overlap", type=int, help="pixels shared by VAE tiles (default: diffusers')")
-    p.add_argument("--vae-kernels", default="auto", choices=["auto", "fused", "native"],
-                   help="backbone.vae_kernels: fused Triton norms (CogVideoX VAE) or diffusers' modules")
+    p.add_argument("--vae-kernels", default="auto",
+                   help="backbone.vae_kernels: auto, fused (Triton norms: CogVideoX and Wan VAEs) or native "
+                        "(diffusers' modules); a comma list (native,fused) times each in one run")
     p.add_argument("--parts", default=",".join(PARTS), help="comma list of transformer,encode,decode")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing (after the FLOP-count pass)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported")
@@ -75,6 +78,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     bad = set(args.parts.split(",")) - set(PARTS)
     if bad:
         p.error(f"--parts: unknown {sorted(bad)}; choose from {PARTS}")
+    bad = set(args.vae_kernels.split(",")) - {"auto", "fused", "native"}
+    if bad:
+        p.error(f"--vae-kernels: unknown {sorted(bad)}; choose from auto, fused, native")
     return args
 
 
@@ -313,11 +319,14 @@ def main(argv=None) -> int:
     records = []
     for preset in presets:
         for width, height in sizes:
-            print(f"{preset} {width}x{height}x{args.frames} on {device} ({dtype})", file=sys.stderr)
-            for rec in bench_one(preset, width, height, args, device, dtype):
-                records.append(rec)
-                shown = f"{rec['ms']:.1f} ms" if "ms" in rec else rec.get("error")
-                print(f"  {rec['part']}: {shown}", file=sys.stderr)
+            for kernels in args.vae_kernels.split(","):
+                one = argparse.Namespace(**{**vars(args), "vae_kernels": kernels})
+                print(f"{preset} {width}x{height}x{args.frames} on {device} ({dtype}, vae_kernels={kernels})",
+                      file=sys.stderr)
+                for rec in bench_one(preset, width, height, one, device, dtype):
+                    records.append(rec)
+                    shown = f"{rec['ms']:.1f} ms" if "ms" in rec else rec.get("error")
+                    print(f"  {rec['part']}: {shown}", file=sys.stderr)
     table = markdown(records, [env])
     print(table)
     if args.out_json:

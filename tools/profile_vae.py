@@ -8,6 +8,9 @@ Example (one H200; the figures in docs/benchmarks.md)::
 
     python tools/profile_vae.py --preset cogvideox1.5-5b-i2v --size 1280x720 --frames 33 \\
         --vae-tile-size 768 --vae-tile-overlap 64 --vae-kernels native --out $OUT/native
+    # The Wan2.1 VAE (PS-SR's and InfVSR's), untiled at PS-SR's 720x1280 window, both kernel paths
+    python tools/profile_vae.py --preset wan2.1-t2v-1.3b --size 1280x720 --frames 33 --vae-kernels native --rows 12
+    python tools/profile_vae.py --preset wan2.1-t2v-1.3b --size 1280x720 --frames 33 --vae-kernels fused --rows 12
 """
 
 from __future__ import annotations

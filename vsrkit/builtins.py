@@ -47,6 +47,9 @@ def register_builtins() -> None:
     METHODS.register("infvsr", "vsrkit.methods.infvsr.method:InfVSRMethod",
                      config="vsrkit.methods.infvsr.config:InfVSRConfig", family="wan", streaming=True,
                      summary="causal one-step streaming Wan2.1-1.3B video SR of unbounded length (InfVSR)")
+    METHODS.register("pssr", "vsrkit.methods.pssr.method:PSSRMethod",
+                     config="vsrkit.methods.pssr.config:PSSRConfig", family="wan",
+                     summary="speculative base + 3 draft steps with a frequency-domain update on Wan2.1-T2V-1.3B (PS-SR)")
     # --- end methods ------------------------------------------------------------------
 
     # --- backbones --------------------------------------------------------------------

@@ -129,9 +129,10 @@ def test_vae_kernels_switch(tiny_cogvideox):
     assert torch.equal(native.vae.encode(x), tiny_cogvideox.vae.encode(x))
 
 
-def test_vae_kernels_fused_is_cogvideox_only():
-    with pytest.raises(ValueError, match="CogVideoX VAE only"):
-        BackboneConfig(preset="wan2.1-t2v-1.3b-tiny", family="wan", vae_kernels="fused")
+def test_vae_kernels_fused_is_cogvideox_and_wan_only():
+    with pytest.raises(ValueError, match="CogVideoX and Wan VAEs only"):
+        BackboneConfig(preset="ltx-video-2b-tiny", family="ltx", vae_kernels="fused")
+    BackboneConfig(preset="wan2.1-t2v-1.3b-tiny", family="wan", vae_kernels="fused")
     with pytest.raises(ValueError, match="vae_kernels"):
         BackboneConfig(vae_kernels="triton")
 

@@ -164,3 +164,24 @@ def test_linear_cross_fade_spans_the_middle_half_of_the_overlap():
     assert later == pytest.approx([0, 0, 0.2, 0.4, 0.6, 0.8, 1, 1], abs=1e-12)
     earlier = ramp_weights(ranges, 0, "linear")[4:].tolist()
     assert earlier == pytest.approx([1, 1, 0.8, 0.6, 0.4, 0.2, 0, 0], abs=1e-12)
+
+
+def test_rectangular_tiles_and_their_override():
+    # PS-SR's 720x1280 output windows at x4: 180 rows x 320 columns of input per tile.
+    spec = WindowSpec(scale=4, tile=180, tile_width=320, tile_overlap=32)
+    seen = []
+
+    class Tiles(_RecordingMethod):
+        def upscale(self, lq, context):
+            seen.append((context.spatial_offset, tuple(lq.shape[-2:])))
+            return super().upscale(lq, context)
+
+    _stream(Tiles(spec), np.zeros((1, 200, 600, 3), np.uint8))
+    assert seen == [((0, 0), (180, 320)), ((0, 288), (180, 312)), ((148, 0), (52, 320)), ((148, 288), (52, 312))]
+    square = apply_overrides(spec, window=None, overlap=None, tile=64, tile_overlap=8)
+    assert (square.tile, square.tile_width, square.tile_overlap) == (64, None, 8)
+    assert apply_overrides(spec, window=None, overlap=None, tile=0, tile_overlap=None).tile_width is None
+    with pytest.raises(ValueError, match="`tile_width` needs `tile`"):
+        WindowSpec(scale=4, tile_width=320)
+    with pytest.raises(ValueError, match="must be smaller than `tile`"):
+        WindowSpec(scale=4, tile=400, tile_width=40, tile_overlap=40)

@@ -186,6 +186,33 @@ def test_two_optimizer_groups_step_on_their_schedule(tmp_path):
     assert any(not torch.equal(method2.critic_net.state_dict()[k], critic_before[k]) for k in critic_before)
 
 
+def test_a_repeated_group_steps_several_times_on_the_same_batch(tmp_path):
+    # PS-SR's draft: one optimizer, one step per draft timestep of the same clip (repeat=3).
+    from vsrkit.methods.protocol import OptimizerGroup
+
+    class Repeated(toy.ToyMethod):
+        def optimizer_groups(self):
+            return [OptimizerGroup("draft", list(self.net.parameters()), repeat=3)]
+
+        def training_step(self, batch, optimizer_name="main"):
+            self.calls.append((batch["step"], batch["repeat"], tuple(int(i) for i in batch["index"])))
+            self.snapshots.append({k: v.detach().clone() for k, v in self.net.state_dict().items()})
+            pred, loss = self._generator_loss(batch)
+            return loss, {f"mse_{batch['repeat']}": float(loss.detach())}
+
+    method, result = _train(tmp_path / "run", method=Repeated(kind="linear"), max_steps=2, lr_scheduler="linear")
+    assert [(s, r) for s, r, _ in method.calls] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert len({i for _, _, i in method.calls[:3]}) == 1 and method.calls[0][2] != method.calls[3][2]
+    # Each repeat sees the weights its predecessor's optimizer step left.
+    for before, after in zip(method.snapshots, method.snapshots[1:]):
+        assert any(not torch.equal(before[k], after[k]) for k in before)
+    state = torch.load(result.checkpoint / "training_state.pt", weights_only=True)
+    assert state["optimizers"]["draft"]["state"][0]["step"].item() == 6.0
+    # The lr schedule counts optimizer steps: linear decay over 2 x 3 of them.
+    assert state["schedulers"]["draft"]["last_epoch"] == 6
+    assert state["optimizers"]["draft"]["param_groups"][0]["lr"] == pytest.approx(0.0)
+
+
 def test_overlapping_groups_are_refused(tmp_path):
     from vsrkit.methods.protocol import OptimizerGroup
 

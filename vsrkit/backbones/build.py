@@ -93,7 +93,9 @@ def _build_one(cls, config: dict, source, preset: Preset, kind: str, device, dty
 
 
 def _apply_vae_kernels(vae: torch.nn.Module, cfg: BackboneConfig, preset, device: torch.device) -> None:
-    if cfg.vae_kernels == "native" or preset.family != "cogvideox":
+    from vsrkit.backbones.config import FUSED_VAE_FAMILIES
+
+    if cfg.vae_kernels == "native" or preset.family not in FUSED_VAE_FAMILIES:
         return
     from vsrkit.backbones import kernels
 
@@ -102,7 +104,10 @@ def _apply_vae_kernels(vae: torch.nn.Module, cfg: BackboneConfig, preset, device
             raise UserError("`backbone.vae_kernels=fused` needs Triton (`pip install triton`, shipped with "
                             "PyTorch's Linux CUDA wheels). Use vae_kernels=native.")
         return
-    from vsrkit.backbones.cogvideox_fused import fuse_vae
+    if preset.family == "wan":
+        from vsrkit.backbones.wan_fused import fuse_vae
+    else:
+        from vsrkit.backbones.cogvideox_fused import fuse_vae
 
     fused = fuse_vae(vae)
     # The fused kernels only run on CUDA (elsewhere the modules run diffusers' forward): say so there only.

@@ -17,6 +17,7 @@ ATTENTION_BACKENDS = ["auto", "native", "cudnn", "flash", "efficient", "math", "
 CPU_OFFLOAD = ["none", "model", "sequential", "group"]
 COMPILE = ["off", "regional"]
 VAE_KERNELS = ["auto", "fused", "native"]
+FUSED_VAE_FAMILIES = ["cogvideox", "wan"]  # VAEs with a fused forward (backbone.vae_kernels)
 
 
 def _check_choice(name: str, value: Any, choices: list) -> None:
@@ -64,12 +65,14 @@ class BackboneConfig:
             diffusers default of each VAE.
         vae_tile_overlap: Pixels shared by neighbouring tiles; ``None`` keeps the default.
         vae_slicing: Encode/decode one batch element at a time.
-        vae_kernels: ``fused`` runs the VAE's norms through Triton kernels that fuse GroupNorm,
-            modulation, SiLU and causal padding (CogVideoX only; same weights and frame batching,
-            equal within bf16 rounding; see :mod:`vsrkit.backbones.cogvideox_fused`); ``native``
-            runs diffusers' modules unchanged; ``auto`` is ``fused`` where it applies (a CogVideoX
-            VAE, Triton installed), else ``native``. Without Triton, on CPU, or with autograd on,
-            the fused modules run diffusers' forward.
+        vae_kernels: ``fused`` runs the VAE's norms through Triton kernels that fuse the norm
+            (CogVideoX: GroupNorm and its spatial modulation; Wan: the channel RMS norm), the SiLU
+            and the causal padding (same weights, caches and frame batching, equal within bf16
+            rounding; see :mod:`vsrkit.backbones.cogvideox_fused` and
+            :mod:`vsrkit.backbones.wan_fused`); ``native`` runs diffusers' modules unchanged;
+            ``auto`` is ``fused`` where it applies (a CogVideoX or Wan VAE, Triton installed),
+            else ``native``. Without Triton, on CPU, or with autograd on, the fused modules run
+            diffusers' forward.
         compile: ``off`` or ``regional`` (``torch.compile`` of each repeated transformer block:
             compiles once, in seconds, instead of the whole graph).
         transformer_overrides: Changes to the preset's transformer config, e.g.
@@ -129,8 +132,8 @@ class BackboneConfig:
         _check_choice("cpu_offload", self.cpu_offload, CPU_OFFLOAD)
         _check_choice("compile", self.compile, COMPILE)
         _check_choice("vae_kernels", self.vae_kernels, VAE_KERNELS)
-        if self.vae_kernels == "fused" and self.family != "cogvideox":
-            raise ValueError(f"`vae_kernels=fused` exists for the CogVideoX VAE only; the {self.family} "
+        if self.vae_kernels == "fused" and self.family not in FUSED_VAE_FAMILIES:
+            raise ValueError(f"`vae_kernels=fused` exists for the CogVideoX and Wan VAEs only; the {self.family} "
                              f"VAE runs native. Use vae_kernels=auto or native.")
         if self.vae_tile_size is not None and self.vae_tile_size < 32:
             raise ValueError(f"`vae_tile_size` must be >= 32 pixels. Got {self.vae_tile_size}.")

@@ -1,4 +1,5 @@
-"""Fused GroupNorm for the video VAEs (Triton), with the torch reference it must match.
+"""Fused GroupNorm and channel RMS norm for the video VAEs (Triton), with the torch references
+they must match (the RMS norm is at the end of this file; :mod:`vsrkit.backbones.wan_fused`).
 
 Why: PyTorch's CUDA GroupNorm reduces each (sample, group) row with one thread block. A VAE runs
 one sample at a time with 32 groups, so 32 blocks reduce rows of ~18M elements on a 132-SM GPU:
@@ -222,4 +223,73 @@ def group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None = N
             _launched = True
             return y
     y = reference_group_norm(x, num_groups, weight, bias, eps, scale, shift, index, silu)
+    return y if out is None else out.copy_(y)
+
+
+# --- channel RMS norm (the Wan VAE's WanRMS_norm) ----------------------------------------------
+
+# Positions per Triton program of the channel RMS norm (module attribute so tests can shrink it).
+RMS_BLOCK = 1024
+
+
+def reference_rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float = 1e-12, silu: bool = False) -> torch.Tensor:
+    """``F.normalize(x, dim=1) * gain`` (per channel), then SiLU: ``WanRMS_norm`` (whose gain is
+    ``gamma * sqrt(C)``) with the activation after it, in float32 then cast back."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    y = F.normalize(x.float(), dim=1, eps=eps) * gain.float().view(shape)
+    return (F.silu(y) if silu else y).to(x.dtype)
+
+
+def _triton_rms_norm(x, gain, eps, silu, out):
+    kernels = _triton()
+    if out is None:
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    x5 = x if x.dim() == 5 else x.unsqueeze(2)
+    o5 = out if out.dim() == 5 else out.unsqueeze(2)
+    batch, channels, frames, height, width = x5.shape
+    positions = frames * height * width
+    kernels.rms_norm_channels[(kernels.triton.cdiv(positions, RMS_BLOCK), batch)](
+        x5, o5, gain.float().contiguous(), channels, positions, height * width, width,
+        *x5.stride(), *o5.stride(), eps, SILU=silu, BLOCK=RMS_BLOCK)
+    return out
+
+
+def rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float = 1e-12, *, silu: bool = False,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+    """Normalise ``x`` (``(B, C, T, H, W)`` or ``(B, C, H, W)``) to unit L2 norm over channels,
+    scale channel ``c`` by ``gain[c]``, optionally apply SiLU: one pass, one rounding.
+
+    Args:
+        x: Input, channels second, any strides.
+        gain: ``(C,)`` per-channel factor (``WanRMS_norm``: ``gamma * sqrt(C)``).
+        eps: Lower bound of the norm (``F.normalize``'s 1e-12).
+        silu: Apply SiLU last.
+        out: Where to write (any strides, e.g. a view into a time-padded buffer); a new
+            contiguous tensor if ``None``.
+
+    Returns:
+        ``out``, or a new tensor like ``x``. Fused (Triton) on CUDA without autograd, else the
+        torch reference (then copied into ``out``).
+    """
+    if x.dim() not in (4, 5) or gain.numel() != x.shape[1]:
+        raise ValueError(f"rms_norm: x must be (B, C, [T,] H, W) and gain (C,). Got {tuple(x.shape)}, "
+                         f"{tuple(gain.shape)}.")
+    if out is not None and (out.shape != x.shape or out.dtype != x.dtype or out.device != x.device):
+        raise ValueError("rms_norm: `out` must have x's shape, dtype and device.")
+    if x.numel() and fused_path_applies(x, gain):
+        global _launched, _toolchain_error
+        try:
+            y = _triton_rms_norm(x, gain, eps, silu, out)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as err:  # noqa: BLE001 - only the first launch: a toolchain problem, not data
+            if _launched:
+                raise
+            _toolchain_error = f"{type(err).__name__}: {err}"
+            logger.warning("Fused RMS norm (Triton) failed on its first launch, so this process uses PyTorch "
+                           "(same function, slower): %s", _toolchain_error)
+        else:
+            _launched = True
+            return y
+    y = reference_rms_norm(x, gain, eps, silu)
     return y if out is None else out.copy_(y)

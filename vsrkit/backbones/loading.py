@@ -397,7 +397,13 @@ def fuse_lora(model: torch.nn.Module, path: str | Path, scale: float, family: st
     Raises:
         WeightsError: A LoRA module or extra tensor has no counterpart or the wrong shape.
     """
-    sd = read_state_dict(path)
+    return fuse_lora_state_dict(model, read_state_dict(path), str(path), scale, family)
+
+
+@torch.no_grad()
+def fuse_lora_state_dict(model: torch.nn.Module, sd: dict, path: str, scale: float, family: str) -> int:
+    """:func:`fuse_lora` of a state dict already in memory (``path`` is named in errors); the
+    tensors may be ``meta`` (key-set checks without weights)."""
     try:
         lora = convert.parse_lora(sd)
     except ValueError as err:

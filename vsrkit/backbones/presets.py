@@ -278,7 +278,7 @@ WAN21_T2V_13B_TINY = Preset(
         "text_dim": 16,
         "ffn_dim": 32,
         "num_layers": 2,
-        "rope_max_seq_len": 32,
+        "rope_max_seq_len": 1024,  # the real value: RoPE tables only, no weights; lets tiny runs reach 1024 px
     },
     vae_class="AutoencoderKLWan",
     # The real block layout (so the original-format converter applies) with 4 base channels instead of 96.

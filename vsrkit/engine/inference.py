@@ -57,12 +57,14 @@ def apply_overrides(spec: WindowSpec, window: int | None, overlap: int | None, t
         changes["overlap"] = overlap
     if tile is not None:
         changes["tile"] = tile or None
+        changes["tile_width"] = None  # the user's tile is a square edge
     if tile_overlap is not None:
         changes["tile_overlap"] = tile_overlap
     if changes.get("window", spec.window) is None:
         changes["overlap"] = 0
     if changes.get("tile", spec.tile) is None:
         changes["tile_overlap"] = 0
+        changes["tile_width"] = None
     from vsrkit.errors import UserError
 
     try:
@@ -141,7 +143,7 @@ class WindowRunner:
         local_keyframes = {k - frame_start: v for k, v in (keyframes or {}).items()
                            if frame_start <= k < frame_start + padded_length}
         rows = plan_ranges(height, spec.tile, spec.tile_overlap)
-        cols = plan_ranges(width, spec.tile, spec.tile_overlap)
+        cols = plan_ranges(width, spec.tile_width or spec.tile, spec.tile_overlap)
         canvas = torch.zeros(3, length, height * s, width * s, dtype=torch.float32, device=self.device)
         for i, (y0, y1) in enumerate(rows):
             wy = ramp_weights(rows, i, self.blend).repeat_interleave(s).to(self.device, torch.float32)

@@ -26,6 +26,7 @@ class ResolvedGroup:
     every: int
     start_step: int
     ema: bool
+    repeat: int = 1
 
     def is_due(self, step: int) -> bool:
         """Whether this group steps on training step ``step`` (0-based: steps done before it)."""
@@ -70,6 +71,7 @@ def method_groups(method, config: TrainConfig) -> list[ResolvedGroup]:
             every=group.every,
             start_step=group.start_step,
             ema=group.ema,
+            repeat=group.repeat,
         ))
     return resolved
 
@@ -111,6 +113,7 @@ def lr_lambda(name: str, warmup_steps: int, total_steps: int):
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, group: ResolvedGroup):
-    """LambdaLR stepping once per optimizer step of ``group``; its horizon is the group's step count."""
-    total = max(1, -(-(config.max_steps - group.start_step) // group.every))
+    """LambdaLR stepping once per optimizer step of ``group``; its horizon is the group's step count
+    (``repeat`` optimizer steps per training step it is due on)."""
+    total = max(1, -(-(config.max_steps - group.start_step) // group.every) * group.repeat)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.lr_scheduler, config.lr_warmup_steps, total))

@@ -443,26 +443,29 @@ class _Trainer:
             for p in holder.parameters():  # drop gradients another group's backward may have left
                 p.grad = None
             sums: dict[str, float] = {}
+            counts: dict[str, int] = {}
             grad_norm = None
-            for batch in micro_batches:
-                with acc.accumulate(holder):
-                    loss, logs = holder(batch)
-                    if not isinstance(loss, torch.Tensor) or loss.dim() != 0 or not loss.requires_grad:
-                        raise UserError(f"{type(self.method).__name__}.training_step must return a scalar tensor "
-                                        f"that requires grad as its loss. Got {loss!r:.80}.")
-                    acc.backward(loss)
-                    if acc.sync_gradients and group.max_grad_norm > 0:
-                        grad_norm = acc.clip_grad_norm_(list(holder.parameters()), group.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-                for key, value in (logs or {}).items():
-                    sums[key] = sums.get(key, 0.0) + float(value)
-            values[f"lr/{group.name}"] = scheduler.get_last_lr()[0]  # the lr this step used
-            if not getattr(optimizer, "step_was_skipped", False):  # fp16 overflow skips the step
-                scheduler.step()
-            n = len(micro_batches)
-            values.update({f"{prefix}{k}": v / n for k, v in sums.items()})
+            values[f"lr/{group.name}"] = scheduler.get_last_lr()[0]  # the lr this step (first repeat) used
+            for repeat in range(group.repeat):
+                for batch in micro_batches:
+                    if group.repeat > 1:
+                        batch = {**batch, "repeat": repeat}
+                    with acc.accumulate(holder):
+                        loss, logs = holder(batch)
+                        if not isinstance(loss, torch.Tensor) or loss.dim() != 0 or not loss.requires_grad:
+                            raise UserError(f"{type(self.method).__name__}.training_step must return a scalar "
+                                            f"tensor that requires grad as its loss. Got {loss!r:.80}.")
+                        acc.backward(loss)
+                        if acc.sync_gradients and group.max_grad_norm > 0:
+                            grad_norm = acc.clip_grad_norm_(list(holder.parameters()), group.max_grad_norm)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    for key, value in [("loss", loss.detach()), *(logs or {}).items()]:
+                        sums[key] = sums.get(key, 0.0) + float(value)
+                        counts[key] = counts.get(key, 0) + 1
+                if not getattr(optimizer, "step_was_skipped", False):  # fp16 overflow skips the step
+                    scheduler.step()
+            values.update({f"{prefix}{k}": v / counts[k] for k, v in sums.items()})
             if grad_norm is not None:
                 values[f"grad_norm/{group.name}"] = float(grad_norm)
         self.step += 1

@@ -31,8 +31,11 @@ class WindowSpec:
         overlap: Frames shared by consecutive windows (blended).
         stride_multiple: The window stride (``window - overlap``) must be a multiple of this
             (SparkVSR keeps keyframe latent slots aligned with 4).
-        tile: Spatial tile edge in input pixels; ``None`` for no tiling.
+        tile: Spatial tile edge in input pixels; ``None`` for no tiling. With ``tile_width`` it
+            is the tile height.
         tile_overlap: Input pixels shared by neighbouring tiles (blended).
+        tile_width: Tile width in input pixels when tiles are not square (PS-SR's 720x1280
+            windows); ``None`` makes square tiles of edge ``tile``.
         uses_keyframes: Whether the engine should select and prepare HR keyframes.
         carry_keyframes: Keyframe methods whose windows must all be conditioned (SparkVSR): when a
             window had keyframes (real or carried), the engine hands the next window the previous
@@ -53,6 +56,7 @@ class WindowSpec:
     tile_overlap: int = 0
     uses_keyframes: bool = False
     carry_keyframes: bool = False
+    tile_width: int | None = None
 
     def __post_init__(self):
         if self.scale < 1:
@@ -61,8 +65,11 @@ class WindowSpec:
             raise ValueError(f"`pad_mode` must be one of ['replicate', 'reflect', 'constant']. Got {self.pad_mode}.")
         if self.window is not None and self.overlap >= self.window:
             raise ValueError(f"`overlap` ({self.overlap}) must be smaller than `window` ({self.window}).")
-        if self.tile is not None and self.tile_overlap >= self.tile:
-            raise ValueError(f"`tile_overlap` ({self.tile_overlap}) must be smaller than `tile` ({self.tile}).")
+        if self.tile is not None and self.tile_overlap >= min(self.tile, self.tile_width or self.tile):
+            raise ValueError(f"`tile_overlap` ({self.tile_overlap}) must be smaller than `tile` ({self.tile}) "
+                             f"and `tile_width` ({self.tile_width}).")
+        if self.tile_width is not None and self.tile is None:
+            raise ValueError("`tile_width` needs `tile` (the tile height).")
 
     def padded_length(self, frames: int) -> int:
         """Smallest length >= ``frames`` that satisfies the frame rule."""
@@ -141,6 +148,9 @@ class OptimizerGroup:
         start_step: First training step on which this group steps (e.g. a discriminator that
             starts at step 500).
         ema: Whether ``train.ema_decay`` averages these parameters (usually the generator only).
+        repeat: Optimizer steps this group takes per training step, all on the same micro-batches;
+            ``training_step`` sees ``batch["repeat"]`` = 0 .. repeat-1 (PS-SR's draft takes one
+            step per draft timestep of the same clip).
     """
 
     name: str
@@ -152,8 +162,11 @@ class OptimizerGroup:
     every: int = 1
     start_step: int = 0
     ema: bool = True
+    repeat: int = 1
 
     def __post_init__(self):
+        if self.repeat < 1:
+            raise ValueError(f"`repeat` of optimizer group `{self.name}` must be >= 1. Got {self.repeat}.")
         if self.every < 1:
             raise ValueError(f"`every` of optimizer group `{self.name}` must be >= 1. Got {self.every}.")
         if self.start_step < 0:
@@ -173,7 +186,8 @@ class TrainableMethod(Method, Protocol):
     Optional, for methods with several optimizers: ``optimizer_groups() -> list[OptimizerGroup]``
     replaces ``trainable_parameters()``, and each training step then calls
     ``training_step(batch, optimizer_name)`` once per due group, in the listed order, stepping
-    that group's optimizer after its micro-batches.
+    that group's optimizer after its micro-batches (``repeat`` times for a group with
+    ``repeat > 1``, with ``batch["repeat"]`` counting the repeats).
 
     Optional, for FSDP only: ``training_modules() -> dict[str, torch.nn.Module]``, the modules
     that own every trainable parameter, so FSDP can shard them in place (DDP and DeepSpeed
