@@ -7,7 +7,8 @@ import os
 import pytest
 from launch_helpers import REPO, accelerate_cmd, decode, infer, make_clip, run
 
-from vsrkit.engine.batch import stale_partials, unfinished
+from vsrkit.engine.batch import unfinished
+from vsrkit.io.publish import partial_path, stale_partials
 
 
 def _dead_pid() -> int:
@@ -22,22 +23,49 @@ def _dead_pid() -> int:
         pid += 1
 
 
+def _partial_name(final, pid: int) -> str:
+    """The writers' partial name of ``final`` (vsrkit.io.publish.partial_path) for process ``pid``."""
+    return partial_path(final).name.replace(f"-{os.getpid()}", f"-{pid}")
+
+
 def test_partials_of_dead_processes_are_stale_and_redone(tmp_path):
     dead, alive = _dead_pid(), os.getpid()
+    todo, frames = tmp_path / "todo.mkv", tmp_path / "frames"
     (tmp_path / "done.mkv").write_bytes(b"x")
-    (tmp_path / f".done.mkv.partial-{dead}.mkv").write_bytes(b"x")  # a finished output keeps its neighbours
-    (tmp_path / f".todo.mkv.partial-{dead}.mkv").write_bytes(b"x")
-    (tmp_path / f".todo.mkv.partial-{alive}.mkv").write_bytes(b"x")  # in use: never touched
-    (tmp_path / f".frames.partial-{dead}").mkdir()
+    (tmp_path / _partial_name(tmp_path / "done.mkv", dead)).write_bytes(b"x")  # a finished output keeps its neighbours
+    (tmp_path / _partial_name(todo, dead)).write_bytes(b"x")
+    (tmp_path / _partial_name(todo, alive)).write_bytes(b"x")  # in use: never touched
+    (tmp_path / _partial_name(frames, dead)).mkdir()
     (tmp_path / f".todo.mkv.partialx-{dead}").write_bytes(b"x")  # not a partial name
-    assert stale_partials(tmp_path / "todo.mkv") == [tmp_path / f".todo.mkv.partial-{dead}.mkv"]
-    assert stale_partials(tmp_path / "frames") == [tmp_path / f".frames.partial-{dead}"]
-    pairs = [("a", tmp_path / "done.mkv"), ("b", tmp_path / "todo.mkv"), ("c", tmp_path / "frames")]
-    todo, done = unfinished(pairs)
-    assert done == pairs[:1] and todo == pairs[1:]
+    assert stale_partials(todo) == [tmp_path / _partial_name(todo, dead)]
+    assert stale_partials(frames) == [tmp_path / _partial_name(frames, dead)]
+    pairs = [("a", tmp_path / "done.mkv"), ("b", todo), ("c", frames)]
+    todo_pairs, done = unfinished(pairs)
+    assert done == pairs[:1] and todo_pairs == pairs[1:]
     left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == sorted(["done.mkv", f".done.mkv.partial-{dead}.mkv", f".todo.mkv.partial-{alive}.mkv",
+    assert left == sorted(["done.mkv", _partial_name(tmp_path / "done.mkv", dead), _partial_name(todo, alive),
                            f".todo.mkv.partialx-{dead}"])
+
+
+def test_a_partial_a_writer_leaves_is_what_a_resumed_batch_removes(tmp_path):
+    """The batch's rule and the writers' names agree: the partial file of a writer that died is
+    stale once its process is gone, and the resumed batch removes it."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "o.mkv"
+    script = ("import os, sys, numpy as np\n"
+              "from vsrkit.io import VideoWriter\n"
+              "w = VideoWriter(sys.argv[1], width=16, height=16, fps=25, codec='ffv1').__enter__()\n"
+              "w.write(np.zeros((2, 16, 16, 3), np.uint8))\n"
+              "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", script, str(out)], check=True, cwd=REPO)
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".o.mkv.partial-")]
+    assert len(left) == 1 and not out.exists()
+    assert stale_partials(out) == left
+    todo, done = unfinished([("in", out)])
+    assert todo == [("in", out)] and done == []
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow

@@ -112,3 +112,63 @@ def test_streaming_segments_start_at_cuts_or_after_a_warmup(real_data, tmp_path)
     frames, reference = results["short"]
     differs = [i for i in range(40) if not np.array_equal(frames[i], reference[i])]
     assert differs == [20, 21]  # the first memory - 1 - warmup frames of segment 1 lack history
+
+
+def test_split_takes_a_range_and_reports_like_one_process(real_data, tmp_path):
+    """start/end, the summary line's notes and the frames-folder names are those of one process."""
+    clip = real_data / "sczhou_Upscale-A-Video" / "old_animation_1.mp4"
+    common = ["method=bicubic", "scale=2", f"input={clip}", "io.codec=ffv1", "start=5", "end=40",
+              "engine.window=16", "engine.overlap=4"]
+    first = infer([*common, f"output={tmp_path / 'one.mkv'}"], tmp_path)
+    _ok(first)
+    two = infer([*common, f"output={tmp_path / 'two.mkv'}"], tmp_path, processes=2)
+    log = _ok(two)
+    assert "old_animation_1.mp4: 35 frames over 2 of 2 processes" in log
+
+    def notes(proc, name):
+        line = [x for x in proc.stdout.splitlines() if x.startswith(f"{tmp_path / name}: 35 frames, ")]
+        assert len(line) == 1, proc.stdout
+        return line[0].split(" ms/frame)")[1]
+
+    assert notes(first, "one.mkv") == "; frames 5-39 of 71"  # 71 of the 79 declared frames decode
+    assert notes(two, "two.mkv") == "; frames 5-39 of 71; 2 processes"
+    one, pts_one, audio_one, _ = decode(tmp_path / "one.mkv")
+    split, pts_two, audio_two, _ = decode(tmp_path / "two.mkv")
+    assert one.shape == split.shape == (35, 480, 640, 3)
+    assert np.array_equal(one, split) and pts_one == pts_two and audio_one == audio_two == 1
+
+    from vsrkit.io import open_source, write_image
+
+    frames = open_source(clip).read(max_frames=4)[:, :24, :32]
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        write_image(folder / f"f_{10 * (i + 1):03d}.png", frame)
+    names = ["method=bicubic", "scale=2", f"input={folder}", "start=1", "engine.window=2", "engine.overlap=0"]
+    _ok(infer([*names, f"output={tmp_path / 'one_frames'}"], tmp_path))
+    log = _ok(infer([*names, f"output={tmp_path / 'two_frames'}"], tmp_path, processes=2))
+    assert "frames: 3 frames over 2 of 2 processes" in log
+    assert sorted(p.name for p in (tmp_path / "two_frames").iterdir()) == ["f_020.png", "f_030.png", "f_040.png"]
+    for name in ("f_020.png", "f_030.png", "f_040.png"):
+        a = open_source(tmp_path / "one_frames" / name).read()
+        b = open_source(tmp_path / "two_frames" / name).read()
+        assert np.array_equal(a, b)
+
+
+def test_tiny_sparkvsr_with_carried_keyframes_splits_where_the_carry_chain_breaks(real_data, tmp_path):
+    # Windows [0,9) [8,17) [16,25); keyframes at 0 and 16: window 1 takes window 0's output as a
+    # keyframe (it cannot start a segment), window 2 has a real one at its start (it can).
+    clip = make_clip(tmp_path / "tiny.mkv", [(real_data / "sczhou_Upscale-A-Video" / "old_animation_1.mp4", 25)],
+                     (96, 128, 48, 64))
+    common = ["method=sparkvsr", "backbone=cogvideox1.5-5b-i2v-tiny", "scale=2", f"input={clip}", "io.codec=ffv1",
+              "method.window=9", "method.overlap=1", "keyframes.source=lr", "keyframes.selector=manual",
+              "keyframes.indices=[0,16]"]
+    _ok(infer([*common, f"output={tmp_path / 'one.mkv'}"], tmp_path))
+    two = infer([*common, f"output={tmp_path / 'two.mkv'}"], tmp_path, processes=2)
+    log = _ok(two)
+    assert "segment 0 on process 0: frames [0, 16) (windows 0-1); segment 1 on process 1: frames [16, 25)" in log
+    assert "; random weights (tiny preset `cogvideox1.5-5b-i2v-tiny`)" in two.stdout
+    one, _, _, _ = decode(tmp_path / "one.mkv")
+    split, _, _, _ = decode(tmp_path / "two.mkv")
+    assert one.shape == split.shape == (25, 96, 128, 3)
+    assert np.array_equal(one, split)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vsrkit.engine.distributed import WindowSegmentRun, finish_shared, frames_from, stream_segment
+from vsrkit.engine.distributed import WindowSegmentRun, finish_shared, stream_segment
 from vsrkit.engine.inference import upscale_stream
 from vsrkit.engine.segments import Segment, plan_stream_segments, plan_window_segments, split_counts
 from vsrkit.engine.windows import plan_ranges
@@ -78,19 +78,23 @@ def _clip(n: int) -> np.ndarray:
     return (np.random.default_rng(n).random((n, 4, 6, 3)) * 255).astype(np.uint8)
 
 
-def _chunks(frames: np.ndarray, size: int = 5) -> list:
-    return [SimpleNamespace(frames=frames[i:i + size], pts=list(range(10 * i, 10 * (i + len(frames[i:i + size])), 10)))
-            for i in range(0, len(frames), size)]
+def _chunks(frames: np.ndarray, size: int = 5, first: int = 0, stop: int | None = None) -> list:
+    """Frames ``[first, stop)`` of a clip in chunks of ``size``, frame ``i`` with timestamp ``10 i``
+    (what ``FrameSource.chunks(size, max_frames=stop - first, first=first)`` yields)."""
+    stop = len(frames) if stop is None else stop
+    return [SimpleNamespace(frames=frames[i:min(i + size, stop)], pts=list(range(10 * i, 10 * min(i + size, stop), 10)))
+            for i in range(first, stop, size)]
 
 
-def _split_run(runner, frames, ranges, processes):
+def _split_run(runner, frames, ranges, processes, keyframes=None, can_start=None):
     """What the processes do, in one process: each segment runs its windows; each hands its tail
     to the next, which completes its shared frames; the outputs are concatenated in order."""
     n = len(frames)
-    segments = plan_window_segments(ranges, n, processes)
+    segments = plan_window_segments(ranges, n, processes, can_start)
     outputs, pts, tail = [], [], None
     for seg in segments:
-        run = WindowSegmentRun(runner, frames_from(_chunks(frames[:seg.feed_stop]), seg.feed_start), ranges, n, seg)
+        run = WindowSegmentRun(runner, _chunks(frames, first=seg.feed_start, stop=seg.feed_stop), ranges, n, seg,
+                               keyframes)
         body = list(run)
         if seg.shared_until > seg.start:
             outputs.append(finish_shared(tail, run.lead_parts, seg.start))
@@ -108,7 +112,8 @@ def _split_run(runner, frames, ranges, processes):
     (40, 16, 0, "linear", 2),
     (40, 16, 4, "linear", 2),
     (41, 9, 1, "linear", 3),
-    (50, 12, 7, "linear", 3),   # stride 5: frames in three windows, sums of three terms
+    (50, 12, 7, "linear", 3),   # stride 5: frames in three windows (one ramp is 0 there: two terms)
+    (50, 12, 9, "linear", 3),   # stride 3: sums of three non-zero terms
     (50, 12, 7, "cut", 4),
     (61, 17, 9, "linear", 4),
     (30, 10, 8, "linear", 8),   # heavy overlap: fewer segments
@@ -130,17 +135,18 @@ def test_split_output_is_bit_identical_to_one_process(n, window, overlap, blend,
 
 def test_adding_the_shared_parts_before_the_partial_sum_is_not_exact():
     """Guards the order that test_split_output_is_bit_identical_to_one_process relies on: with
-    three windows over a frame, (a + b) + c and a + (b + c) differ in the last bits here."""
-    spec = WindowSpec(scale=2, window=12, overlap=7)
+    three windows with non-zero weights over a frame, (a + b) + c and a + (b + c) differ in the
+    last bits here (overlap 9 of 12: the blend ramps' zero margins leave three terms)."""
+    spec = WindowSpec(scale=2, window=12, overlap=9)
     runner = _Runner(spec, "linear")
     frames = _clip(50)
-    ranges = plan_ranges(50, 12, 7)
+    ranges = plan_ranges(50, 12, 9)
     expected = torch.cat([o for o, _ in upscale_stream(runner, _chunks(frames), 50)], dim=1)
     seg = plan_window_segments(ranges, 50, 3)[1]
     previous = plan_window_segments(ranges, 50, 3)[0]
-    prev_run = WindowSegmentRun(runner, frames_from(_chunks(frames[:previous.feed_stop]), 0), ranges, 50, previous)
+    prev_run = WindowSegmentRun(runner, _chunks(frames, stop=previous.feed_stop), ranges, 50, previous)
     list(prev_run)
-    run = WindowSegmentRun(runner, frames_from(_chunks(frames[:seg.feed_stop]), seg.feed_start), ranges, 50, seg)
+    run = WindowSegmentRun(runner, _chunks(frames, first=seg.feed_start, stop=seg.feed_stop), ranges, 50, seg)
     list(run)
     assert len(run.lead_parts) >= 2
     own = torch.zeros_like(prev_run.tail)
@@ -150,6 +156,116 @@ def test_adding_the_shared_parts_before_the_partial_sum_is_not_exact():
     right = finish_shared(prev_run.tail, run.lead_parts, seg.start)
     assert torch.equal(right, expected[:, seg.start:seg.shared_until])
     assert not torch.equal(wrong, right)
+
+
+# --- keyframes carried from window to window ------------------------------------------------------
+
+
+class _Conditioned:
+    """A keyframe method stand-in: nearest x2 plus ``frame_start / 100`` plus a tenth of the mean of
+    the keyframe at the window's first frame, so a carried keyframe (the previous window's output)
+    changes the window's output. Records the keyframe indices it was given per window."""
+
+    def __init__(self, spec: WindowSpec):
+        self.spec, self.received = spec, []
+
+    def window_spec(self):
+        return self.spec
+
+    def upscale(self, lq, context):
+        self.received.append(sorted(context.keyframes))
+        s = self.spec.scale
+        out = lq.repeat_interleave(s, -1).repeat_interleave(s, -2) + context.frame_start / 100.0
+        if 0 in context.keyframes:
+            out = out + 0.1 * context.keyframes[0].mean()
+        return out
+
+
+def _carry_spec(**changes) -> WindowSpec:
+    # SparkVSR's rules at a small size: windows of 9 (8k+1) sharing 1 frame, starts on multiples of 4.
+    base = dict(scale=2, frame_multiple=8, frame_offset=1, window=9, overlap=1, stride_multiple=4,
+                uses_keyframes=True, carry_keyframes=True)
+    return WindowSpec(**{**base, **changes})
+
+
+def _keyframes(indices, seed=0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {i: torch.rand(3, 8, 12, generator=g) * 2 - 1 for i in indices}
+
+
+@pytest.mark.parametrize("n, indices, changes, expected", [
+    (41, [0], {}, [False, True, True, True, True]),            # windows (0,9) (8,17) (16,25) (24,33) (32,41)
+    (41, [0, 16], {}, [False, True, False, True, True]),       # a real keyframe at a window start breaks the chain
+    (41, [0, 17], {}, [False, True, False, True, True]),       # ... anywhere in its first slot (16-19)
+    (41, [0, 20], {}, [False, True, True, True, True]),        # ... but not after it
+    (41, [20], {}, [False, False, False, True, True]),         # nothing to carry before the first keyframe
+    (41, [], {}, [False] * 5),
+    (38, [0, 40], {}, [False, True, True, True, True]),        # 40: in the clip's padding, the last window's
+    (40, [0], dict(window=8, overlap=0), [False] * 5),          # windows that share no frame carry nothing
+    (41, [0], dict(carry_keyframes=False), [False] * 5),
+])
+def test_carried_windows_are_the_windows_the_engine_hands_a_carried_frame(n, indices, changes, expected):
+    from vsrkit.engine.keyframes import carried_windows, keyframes_in_window
+    from vsrkit.engine.inference import WindowRunner
+
+    spec = _carry_spec(**changes)
+    ranges = plan_ranges(n, spec.window, spec.overlap, spec.stride_multiple)
+    keyframes = _keyframes(indices)
+    planned = carried_windows(ranges, keyframes, n, spec.padded_length, spec.stride_multiple) \
+        if spec.carry_keyframes else [False] * len(ranges)
+    assert planned == expected
+    method = _Conditioned(spec)
+    list(upscale_stream(WindowRunner(method, spec, torch.device("cpu")), _chunks(_clip(n)), n, keyframes))
+    real = [sorted(k - a for k in keyframes_in_window(keyframes, a, b, n, a + spec.padded_length(b - a)))
+            for a, b in ranges]
+    assert [got != own for got, own in zip(method.received, real)] == expected
+
+
+def test_split_with_carried_keyframes_starts_segments_at_chain_breaks_and_is_bit_identical():
+    from vsrkit.engine.inference import WindowRunner
+    from vsrkit.engine.keyframes import carried_windows
+
+    n, spec = 41, _carry_spec()
+    runner = WindowRunner(_Conditioned(spec), spec, torch.device("cpu"))
+    frames, keyframes = _clip(n), _keyframes([0, 16, 32])
+    ranges = plan_ranges(n, spec.window, spec.overlap, spec.stride_multiple)
+    can_start = [not c for c in carried_windows(ranges, keyframes, n, spec.padded_length, spec.stride_multiple)]
+    assert can_start == [True, False, True, False, True]
+    expected = torch.cat([o for o, _ in upscale_stream(runner, _chunks(frames), n, keyframes)], dim=1)
+    got, pts, segments = _split_run(runner, frames, ranges, 3, keyframes, can_start)
+    assert [(s.first_window, s.stop_window) for s in segments] == [(0, 2), (2, 4), (4, 5)]  # not at 1 or 3
+    assert [s.shared_until for s in segments] == [0, 17, 33]
+    assert torch.equal(got, expected)
+    assert pts == list(range(0, 10 * n, 10))
+    # The guard: cutting where a window takes a carried frame (window 1) changes the output.
+    naive, _, naive_segments = _split_run(runner, frames, ranges, 3, keyframes)
+    assert [s.first_window for s in naive_segments] == [0, 1, 3]
+    assert not torch.equal(naive, expected)
+
+
+def test_plan_segments_keeps_an_unbroken_carry_chain_in_one_process_and_says_why():
+    from vsrkit.engine.distributed import plan_segments
+    from vsrkit.engine.distributed_config import DistributedConfig
+
+    runner = SimpleNamespace(method=object(), spec=_carry_spec())
+    segments, note = plan_segments(runner, 41, 4, DistributedConfig(), keyframes=_keyframes([0]))
+    assert [(s.start, s.stop) for s in segments] == [(0, 41)]
+    assert "1 of 4 possible segments" in note and "keyframe carry" in note and "exact" in note
+    segments, note = plan_segments(runner, 41, 4, DistributedConfig(), keyframes=_keyframes([0, 16, 32]))
+    assert [s.first_window for s in segments] == [0, 2, 4] and "3 of 4 possible segments" in note
+    segments, note = plan_segments(runner, 41, 4, DistributedConfig(), keyframes=None)  # nothing carried
+    assert len(segments) == 4 and note is None
+
+
+def test_allowed_starts_take_the_allowed_windows_nearest_the_even_split():
+    ranges = plan_ranges(100, 10, 0)  # 10 windows
+    everywhere = plan_window_segments(ranges, 100, 3)
+    assert plan_window_segments(ranges, 100, 3, [True] * 10) == everywhere
+    assert [s.first_window for s in everywhere] == [0, 3, 6]
+    allowed = [True, False, True, False, False, True, False, False, False, False]
+    assert [s.first_window for s in plan_window_segments(ranges, 100, 3, allowed)] == [0, 2, 5]
+    assert [s.first_window for s in plan_window_segments(ranges, 100, 4, allowed)] == [0, 2, 5]
+    assert plan_window_segments(ranges, 100, 3, [True] + [False] * 9) == [Segment(0, 0, 100, 0, 100, 0, 10, 0)]
 
 
 # --- streaming ------------------------------------------------------------------------------------
@@ -190,7 +306,7 @@ def test_stream_segment_drops_exactly_the_warmup_output():
 
     frames = np.arange(30, dtype=np.uint8)[:, None, None, None].repeat(3, axis=3)
     seg = Segment(1, 12, 30, 5, 30)
-    out = list(stream_segment(driver, None, frames_from(_chunks(frames, 4), 5), seg))
+    out = list(stream_segment(driver, None, _chunks(frames, 4, first=5), seg))
     values = torch.cat([o for o, _ in out], dim=1)[0, :, 0, 0]
     assert values.tolist() == [float(i) for i in range(12, 30)]
     assert [p for _, ps in out for p in ps] == list(range(120, 300, 10))

@@ -97,6 +97,49 @@ def test_stream_keeps_order_timestamps_and_crops_the_padding(overlap):
     assert all(s[2] <= 16 and s[3:] == (8, 8) for s in method.streams[0].shapes)
 
 
+def test_overlapped_stages_run_in_the_engines_prefetch_threads_and_stop_with_the_caller():
+    """Decoding and the model each run in a vsrkit.engine.overlap.Prefetcher thread (the engine's
+    one thread mechanism); a method's error reaches the caller; closing early ends both threads."""
+    import threading
+
+    method = ToyStreamingMethod()
+    frames, chunks = _chunks(40, size=4)
+    seen = {"decode": set(), "model": set()}
+
+    def decoded():
+        for chunk in chunks:
+            seen["decode"].add(threading.current_thread().name)
+            yield chunk
+
+    original_open = method.open_stream
+
+    def open_stream(context):
+        stream = original_open(context)
+        push = stream.push
+
+        def recording_push(lq):
+            seen["model"].add(threading.current_thread().name)
+            if len(method.streams[0].shapes) == 6:
+                raise ValueError("method failed on its 7th push")
+            return push(lq)
+
+        stream.push = recording_push
+        return stream
+
+    method.open_stream = open_stream
+    runner = WindowRunner(method, method.window_spec(), torch.device("cpu"))
+    outputs = upscale_frames(runner, decoded(), 40)
+    first, _ = next(outputs)
+    assert first.shape == (3, 3, 10, 14)
+    outputs.close()  # the caller stops early: both threads end
+    assert seen == {"decode": {"vsrkit-decode"}, "model": {"vsrkit-model"}}
+    assert not [t for t in threading.enumerate() if t.name in ("vsrkit-decode", "vsrkit-model")]
+    method.streams.clear()
+    with pytest.raises(ValueError, match="7th push"):
+        list(upscale_frames(runner, decoded(), 40))
+    assert not [t for t in threading.enumerate() if t.name in ("vsrkit-decode", "vsrkit-model")]
+
+
 def test_a_stream_returning_frames_it_never_got_is_an_error():
     method = ToyStreamingMethod(extra=1)
     _, chunks = _chunks(6)

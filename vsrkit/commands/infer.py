@@ -10,7 +10,7 @@ from vsrkit.errors import UserError
 def run(cfg) -> None:
     from vsrkit.engine.build import build_method, hydra_choice, random_weights_note, to_dataclass
     from vsrkit.engine.inference import WindowRunner, apply_overrides, resolve_device
-    from vsrkit.engine.run_infer import parse_position, upscale_file
+    from vsrkit.engine.run_infer import parse_position, summary_line, upscale_file
     from vsrkit.engine.streaming import check_stream_settings
     from vsrkit.io import check_output, list_inputs
 
@@ -51,9 +51,6 @@ def run(cfg) -> None:
     runner = WindowRunner(method, spec, device, blend=engine_cfg.blend, seed=engine_cfg.seed)
     weights_note = random_weights_note(cfg.get("backbone"))
     split_frames = procs is not None and (dist_cfg.split == "frames" or (dist_cfg.split == "auto" and len(pairs) == 1))
-    if split_frames and (cfg.start is not None or cfg.end is not None):
-        raise UserError("`start`/`end` are not supported when one clip is split over several processes; "
-                        "cut the segment first (vsrkit infer start=... end=... in one process) or pass distributed.split=files.")
     if procs is not None and not split_frames:
         total, pairs = len(pairs), distributed.deal(pairs, procs.rank, procs.world)
         print(f"process {procs.rank} of {procs.world}: {len(pairs)} of {total} inputs")
@@ -64,17 +61,11 @@ def run(cfg) -> None:
         if finished:
             print(f"skipped {len(finished)} finished output(s) (first: {finished[0][1]}); {len(pairs)} to do")
     for src, dst in pairs:
+        common = dict(io_cfg=io_cfg, overwrite=cfg.overwrite, max_frames=cfg.max_frames,
+                      decode_chunk=engine_cfg.decode_chunk, keyframes_for=keyframes_for, start=cfg.start, end=cfg.end)
         if split_frames:
-            stats = distributed.upscale_file_split(
-                procs, runner, Path(src), Path(dst), io_cfg=io_cfg, overwrite=cfg.overwrite, max_frames=cfg.max_frames,
-                decode_chunk=engine_cfg.decode_chunk, config=dist_cfg, keyframes_for=keyframes_for)
-            if stats is not None:
-                print(f"{stats.output}: {stats.frames} frames, {stats.seconds:.2f} s "
-                      f"({stats.seconds_per_frame * 1000:.1f} ms/frame, {procs.world} processes)")
-            continue
-        stats = upscale_file(runner, Path(src), Path(dst), io_cfg=io_cfg, overwrite=cfg.overwrite,
-                             max_frames=cfg.max_frames, decode_chunk=engine_cfg.decode_chunk,
-                             keyframes_for=keyframes_for, start=cfg.start, end=cfg.end)
-        notes = stats.notes + ([weights_note] if weights_note else [])
-        print(f"{stats.output}: {stats.frames} frames, {stats.seconds:.2f} s ({stats.seconds_per_frame * 1000:.1f} ms/frame)"
-              + "".join(f"; {note}" for note in notes))
+            stats = distributed.upscale_file_split(procs, runner, Path(src), Path(dst), config=dist_cfg, **common)
+        else:
+            stats = upscale_file(runner, Path(src), Path(dst), **common)
+        if stats is not None:  # None: a process of a split run other than the first (which writes)
+            print(summary_line(stats, [weights_note] if weights_note else []))

@@ -11,8 +11,12 @@ they finish. The others keep theirs in a spool file (raw frames on local disk, s
 grow with the clip), then send them to the first process, in order, in pieces of at most
 ``decode_chunk`` frames; the first process writes them after its own. Windowed methods: the
 partial sums of the frames where two segments' windows overlap go from each process to the next,
-which completes them exactly as one process would. The output therefore has the frames, timestamps,
-frame rate and audio of the one-process output, and, for windowed methods, the same pixels.
+which completes them exactly as one process would; segments start only where no window takes a
+keyframe carried from the window before (``WindowSpec.carry_keyframes``). The output therefore has
+the frames, timestamps, frame rate and audio of the one-process output, and, for windowed methods,
+the same pixels. The input is opened, checked and ranged as in one process
+(:func:`vsrkit.engine.run_infer.open_input`), and the windows run through the one-process loop
+(:class:`vsrkit.engine.inference.WindowStream`).
 
 Many inputs (:func:`deal`): round-robin over the processes, each upscaling whole files, no traffic.
 """
@@ -33,10 +37,11 @@ import numpy as np
 import torch
 
 from vsrkit.engine.distributed_config import DistributedConfig
-from vsrkit.engine.inference import WindowRunner, frames_to_model, model_to_frames
+from vsrkit.engine.inference import WindowRunner, WindowStream, model_to_frames
+from vsrkit.engine.keyframes import carried_windows
 from vsrkit.engine.segments import Segment, plan_stream_segments, plan_window_segments
-from vsrkit.engine.windows import plan_ranges, ramp_weights
-from vsrkit.errors import UserError
+from vsrkit.engine.streaming import is_streaming, upscale_frames
+from vsrkit.engine.windows import plan_ranges
 
 logger = logging.getLogger(__name__)
 
@@ -186,37 +191,13 @@ def deal(pairs: list, rank: int, world: int) -> list:
 # --- one segment ------------------------------------------------------------------------------
 
 
-class _Piece:
-    """A run of frames as :func:`vsrkit.engine.inference.upscale_stream` and the streaming
-    engine take them (``frames (T, H, W, 3)``, ``pts``)."""
-
-    def __init__(self, frames: np.ndarray, pts: list | None):
-        self.frames, self.pts = frames, pts
-
-
-def frames_from(chunks: Iterable, first: int) -> Iterator[_Piece]:
-    """The source's chunks (starting at frame 0) with the frames before ``first`` dropped."""
-    seen = 0
-    for chunk in chunks:
-        n = len(chunk.frames)
-        if seen + n > first:
-            skip = max(0, first - seen)
-            pts = list(chunk.pts[skip:]) if chunk.pts is not None else None
-            yield _Piece(chunk.frames[skip:], pts)
-        seen += n
-
-
-class WindowSegmentRun:
-    """Runs one segment of windows, as :func:`vsrkit.engine.inference.upscale_stream` runs them all.
+class WindowSegmentRun(WindowStream):
+    """Runs one segment's windows with the engine's window loop (:class:`WindowStream`, the loop
+    :func:`vsrkit.engine.inference.upscale_stream` runs), so the blending rule lives in one place.
 
     Iterating yields ``(frames (3, n, H*s, W*s) float32 in [-1, 1], pts)`` for the frames
-    ``[segment.shared_until, segment.stop)``, in order. Afterwards:
-
-    * ``lead_parts``: ``[(window start, weighted output of frames [window start, shared_until))]``
-      in window order; :func:`finish_shared` adds them onto the previous segment's partial sums.
-    * ``lead_pts``: the timestamps of the frames ``[segment.start, shared_until)``.
-    * ``tail``: partial sums ``(3, m, H*s, W*s)`` of the frames from ``segment.stop`` on that the
-      next segment's windows also touch (``None`` for the last segment).
+    ``[segment.shared_until, segment.stop)``, in order; afterwards ``lead_parts``, ``lead_pts``
+    and ``tail`` hold what is handed between processes (see :class:`WindowStream`).
 
     Args:
         runner: The window runner.
@@ -224,63 +205,16 @@ class WindowSegmentRun:
         ranges: The whole clip's window plan.
         num_frames: Frames in the clip.
         segment: The segment to run.
-        keyframes: ``{clip frame index: tensor}`` (see :class:`WindowRunner`).
-        on_window: Called after each window with ``(frames finished, frames in the segment)``.
+        keyframes: ``{clip frame index: tensor}`` (see :func:`vsrkit.engine.inference.upscale_stream`).
+        on_window: Called after each window with ``(frames finished in the clip, num_frames)``.
     """
 
     def __init__(self, runner: WindowRunner, chunks: Iterable, ranges: list, num_frames: int, segment: Segment,
                  keyframes: dict | None = None, on_window: Callable[[int, int], None] | None = None):
-        self.runner, self.chunks, self.ranges, self.num_frames = runner, chunks, ranges, num_frames
-        self.segment, self.keyframes, self.on_window = segment, keyframes, on_window
-        self.lead_parts: list[tuple[int, torch.Tensor]] = []
-        self.lead_pts: list = []
-        self.tail: torch.Tensor | None = None
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, list]]:
-        seg, ranges, runner = self.segment, self.ranges, self.runner
-        chunk_iter = iter(self.chunks)
-        buffer: list[np.ndarray] = []
-        buffer_pts: list = []
-        buffer_start = seg.feed_start
-        pending: torch.Tensor | None = None  # weighted output sums for frames from `pending_start` on
-        pending_start = seg.start
-        for index in range(seg.first_window, seg.stop_window):
-            start, stop = ranges[index]
-            while buffer_start + len(buffer) < stop:
-                try:
-                    chunk = next(chunk_iter)
-                except StopIteration:
-                    raise RuntimeError(f"the source ended after {buffer_start + len(buffer)} frames; "
-                                       f"{stop} were expected") from None
-                buffer.extend(list(chunk.frames))
-                buffer_pts.extend(chunk.pts if chunk.pts is not None else [None] * len(chunk.frames))
-            window_frames = np.stack(buffer[start - buffer_start: stop - buffer_start])
-            out = runner(frames_to_model(window_frames), start, self.keyframes)
-            weights = ramp_weights(ranges, index, runner.blend).to(out.device, torch.float32)
-            out = out * weights[None, :, None, None]
-            if start < seg.shared_until:
-                # Kept apart: one process adds these onto the earlier windows' sums, in this order.
-                self.lead_parts.append((start, out[:, : seg.shared_until - start].clone()))
-            # From here on the same bookkeeping as upscale_stream, so sums are formed identically.
-            if pending is None:
-                pending, pending_start = out, start
-            else:
-                overlap = pending_start + pending.shape[1] - start
-                pending[:, pending.shape[1] - overlap:] += out[:, :overlap]
-                pending = torch.cat([pending, out[:, overlap:]], dim=1)
-            next_start = ranges[index + 1][0] if index + 1 < len(ranges) else self.num_frames
-            done = next_start - pending_start
-            pts = buffer_pts[pending_start - buffer_start: next_start - buffer_start]
-            shared = max(0, min(done, seg.shared_until - pending_start))
-            self.lead_pts.extend(pts[:shared])
-            if done > shared:
-                yield pending[:, shared:done], pts[shared:]
-            pending, pending_start = pending[:, done:], next_start
-            drop = next_start - buffer_start
-            buffer, buffer_pts, buffer_start = buffer[drop:], buffer_pts[drop:], next_start
-            if self.on_window is not None:
-                self.on_window(min(next_start, seg.stop) - seg.start, seg.stop - seg.start)
-        self.tail = pending if pending is not None and pending.shape[1] else None
+        super().__init__(runner, chunks, num_frames, keyframes, on_window, ranges=ranges,
+                         windows=(segment.first_window, segment.stop_window), feed_start=segment.feed_start,
+                         shared_until=segment.shared_until)
+        self.segment = segment
 
 
 def finish_shared(partial: torch.Tensor, parts: list[tuple[int, torch.Tensor]], start: int) -> torch.Tensor:
@@ -323,19 +257,12 @@ def stream_segment(driver: Callable, runner: WindowRunner, chunks: Iterable,
         drop = 0
 
 
-def is_streaming(method) -> bool:
-    """A streaming method (it carries state between chunks) has ``open_stream``."""
-    return callable(getattr(method, "open_stream", None))
-
-
-def default_stream_driver() -> Callable:
-    """The streaming engine's clip runner (``vsrkit.engine.streaming.upscale_frames``, issue 12)."""
-    try:
-        from vsrkit.engine.streaming import upscale_frames
-    except ImportError:
-        raise UserError("this method streams (it has open_stream) but this vsrkit has no streaming engine "
-                        "(vsrkit.engine.streaming); run it in one process.") from None
-    return upscale_frames
+def default_stream_driver(runner: WindowRunner, chunks: Iterable, num_frames: int) -> Iterator:
+    """One fresh stream over ``chunks`` (the streaming engine's ``upscale_frames``; decoding and
+    writing already run in threads beside it), reporting the method's stages to ``runner.progress``."""
+    progress = getattr(runner, "progress", None)
+    return upscale_frames(runner, chunks, num_frames, overlap_stages=False,
+                          on_stage=progress.stage if progress is not None else None)
 
 
 # --- moving frames between processes -------------------------------------------------------------
@@ -401,97 +328,129 @@ def _receive_frames(procs: Processes, src: int, frame_shape: tuple, dtype: np.dt
 
 
 def plan_segments(runner: WindowRunner, num_frames: int, world: int, config: DistributedConfig,
-                  cuts: list[int] | None = None) -> list[Segment]:
-    """The clip's segments for this method: window runs, or stream segments."""
+                  cuts: list[int] | None = None, keyframes: dict | None = None) -> tuple[list[Segment], str | None]:
+    """The clip's segments for this method: window runs, or stream segments.
+
+    With ``spec.carry_keyframes`` and keyframes, a window that takes the previous window's output
+    as a keyframe cannot start a segment (its input would not exist yet in another process), so
+    segments start only where the carry chain breaks (:func:`carried_windows`); the output stays
+    exact, possibly over fewer processes.
+
+    Returns:
+        ``(segments, note)``: ``note`` says why fewer processes are used than could be (else None).
+    """
     if is_streaming(runner.method):
         return plan_stream_segments(num_frames, world, warmup=config.stream_warmup, align=config.stream_align,
-                                    offset=config.stream_offset, cuts=cuts or ())
+                                    offset=config.stream_offset, cuts=cuts or ()), None
     spec = runner.spec
     ranges = plan_ranges(num_frames, spec.window, spec.overlap, spec.stride_multiple)
-    return plan_window_segments(ranges, num_frames, world)
+    if not (spec.carry_keyframes and keyframes):
+        return plan_window_segments(ranges, num_frames, world), None
+    carried = carried_windows(ranges, keyframes, num_frames, spec.padded_length, spec.stride_multiple)
+    segments = plan_window_segments(ranges, num_frames, world, [not c for c in carried])
+    possible = len(plan_window_segments(ranges, num_frames, world))
+    if len(segments) >= possible:
+        return segments, None
+    return segments, (f"{len(segments)} of {possible} possible segments: {sum(carried)} of {len(ranges)} windows take "
+                      f"the previous window's output as a keyframe (keyframe carry), so a segment can start only "
+                      f"at a window without one (a real keyframe in its first {spec.stride_multiple} frames); "
+                      f"the output is exact. method.carry_keyframes=false, or keyframes at window starts, "
+                      f"split it further.")
 
 
 def upscale_file_split(procs: Processes, runner: WindowRunner, src: Path, dst: Path, *, io_cfg, overwrite: bool,
                        max_frames: int | None, decode_chunk: int, config: DistributedConfig,
-                       keyframes_for=None, progress: bool = True, stream_driver: Callable | None = None):
+                       keyframes_for=None, progress: bool = True, stream_driver: Callable | None = None,
+                       start=None, end=None):
     """Upscale one input with every process working on a segment of it; the first one writes ``dst``.
 
     Call it on every process with the same arguments. Arguments as
-    :func:`vsrkit.engine.run_infer.upscale_file`, plus:
+    :func:`vsrkit.engine.run_infer.upscale_file` (the same input checks, range, notes, frame
+    names, audio and publishing: :func:`vsrkit.engine.run_infer.open_input`), plus:
 
     Args:
         procs: This process's place (:func:`start_processes`).
         config: The ``distributed`` settings.
-        stream_driver: Streaming methods: runs one fresh stream (default: the streaming engine's).
+        stream_driver: Streaming methods: ``driver(runner, chunks, num_frames)`` runs one fresh
+            stream (default: :func:`default_stream_driver`).
 
     Returns:
         :class:`vsrkit.engine.run_infer.FileStats` on the first process, None on the others.
     """
+    from vsrkit.engine.overlap import BackgroundWriter, Prefetcher
     from vsrkit.engine.progress import InferProgress
-    from vsrkit.engine.run_infer import FileStats, open_writer, parse_fps
-    from vsrkit.io import open_source
+    from vsrkit.engine.run_infer import FileStats, open_input
 
-    source = open_source(src, frames_fps=parse_fps(io_cfg.frames_fps))
-    info = source.info
-    num_frames = info.num_frames if max_frames is None else min(info.num_frames, max_frames)
-    keyframes = keyframes_for(source, num_frames) if keyframes_for is not None else None
+    job = open_input(src, io_cfg, max_frames=max_frames, start=start, end=end, keyframes_for=keyframes_for)
+    info, num_frames = job.info, job.span.count
     streaming = is_streaming(runner.method)
     cuts = None
     if streaming and callable(getattr(runner.method, "scene_cuts", None)):
-        cuts = list(runner.method.scene_cuts(c.frames for c in source.chunks(decode_chunk, max_frames=num_frames)))
-    segments = plan_segments(runner, num_frames, procs.world, config, cuts)
+        cuts = list(runner.method.scene_cuts(c.frames for c in job.chunks(decode_chunk)))
+    segments, note = plan_segments(runner, num_frames, procs.world, config, cuts, job.keyframes)
     plan = "; ".join(f"segment {s.index} on process {s.index}: {s.describe()}" for s in segments)
     procs.log("%s: %d frames over %d of %d processes: %s", src.name, num_frames, len(segments), procs.world, plan)
+    if note is not None and procs.is_main:
+        logger.warning("%s: %s", src.name, note)
     if procs.rank >= len(segments):
         procs.log("process %d has no segment of %s (too few windows to share)", procs.rank, src.name)
         return None
     segment = segments[procs.rank]
-    scale = runner.spec.scale
-    frame_shape = (info.height * scale, info.width * scale, 3)
+    frame_shape = (info.height * runner.spec.scale, info.width * runner.spec.scale, 3)
     device = runner.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
-    chunks = frames_from(source.chunks(decode_chunk, max_frames=segment.feed_stop), segment.feed_start)
-    if streaming:
-        run = None
-        produced = stream_segment(stream_driver or default_stream_driver(), runner, chunks, segment)
-    else:
+    run = None
+
+    def produce(chunks: Iterable) -> Iterator[tuple[torch.Tensor, list]]:
+        nonlocal run
+        if streaming:
+            return stream_segment(stream_driver or default_stream_driver, runner, chunks, segment)
         spec = runner.spec
         ranges = plan_ranges(num_frames, spec.window, spec.overlap, spec.stride_multiple)
-        run = WindowSegmentRun(runner, chunks, ranges, num_frames, segment, keyframes)
-        produced = iter(run)
+        run = WindowSegmentRun(runner, chunks, ranges, num_frames, segment, job.keyframes)
+        return iter(run)
 
+    # Decoding and writing run in threads beside the method, as in upscale_file (vsrkit.engine.overlap).
+    decoded = job.chunks(decode_chunk, segment.feed_start, segment.feed_stop)
     if procs.is_main:
-        bar = InferProgress(num_frames, f"{src.name} -> {dst.name}", enabled=progress)
+        runner.progress = InferProgress(num_frames, f"{src.name} -> {dst.name}", enabled=progress)
         written = 0
-        with open_writer(dst, info, scale, io_cfg, overwrite, src, capped=num_frames < info.num_frames,
-                         names=source.frame_names()) as writer:
-            for frames, pts in produced:
-                writer.write(model_to_frames(frames, info.dtype), pts=None if pts and pts[0] is None else pts)
-                written += frames.shape[1]
-                bar.frames_finished(written)
-            procs.log("segment 0 (process 0) computed %s in %.2f s", segment.describe(), time.perf_counter() - started)
-            _hand_over_tail(procs, run, segments)
-            for other in segments[1:]:
-                result: dict = {}
-                for frames, pts in _receive_frames(procs, other.index, frame_shape, info.dtype, result):
-                    writer.write(frames, pts=pts)
-                    written += len(frames)
-                    bar.frames_finished(written)
-                procs.log("segment %d (process %d) computed %s in %.2f s", other.index, other.index,
-                          other.describe(), result["seconds"])
-        bar.close()
+        try:
+            with job.open_writer(dst, runner.spec.scale, io_cfg, overwrite) as writer, \
+                    BackgroundWriter(writer) as sink:
+                with Prefetcher(decoded) as chunks:
+                    for frames, pts in produce(chunks):
+                        sink.write(model_to_frames(frames, info.dtype), pts=job.output_pts(pts))
+                        written += frames.shape[1]
+                        if streaming:  # window runs report finished frames themselves
+                            runner.progress.frames_finished(written)
+                procs.log("segment 0 (process 0) computed %s in %.2f s", segment.describe(),
+                          time.perf_counter() - started)
+                _hand_over_tail(procs, run, segments)
+                for other in segments[1:]:
+                    result: dict = {}
+                    for frames, pts in _receive_frames(procs, other.index, frame_shape, info.dtype, result):
+                        sink.write(frames, pts=job.output_pts(pts))
+                        written += len(frames)
+                        runner.progress.frames_finished(written)
+                    procs.log("segment %d (process %d) computed %s in %.2f s", other.index, other.index,
+                              other.describe(), result["seconds"])
+        finally:
+            runner.progress.close()
+            runner.progress = None
         seconds = time.perf_counter() - started
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
         logger.info("%s: %d frames in %.2f s (%.3f s/frame) over %d processes -> %s", src, written, seconds,
                     seconds / max(written, 1), len(segments), dst)
-        return FileStats(str(src), str(dst), written, seconds, int(peak))
+        return FileStats(str(src), str(dst), written, seconds, int(peak), [*job.notes, f"{len(segments)} processes"])
 
     spool = _Spool(config.spool_dir, frame_shape, info.dtype)
     try:
-        for frames, pts in produced:
-            spool.write(model_to_frames(frames, info.dtype), pts)
+        with BackgroundWriter(spool) as sink, Prefetcher(decoded) as chunks:
+            for frames, pts in produce(chunks):
+                sink.write(model_to_frames(frames, info.dtype), pts=pts)
         seconds = time.perf_counter() - started
         pending_send = _hand_over_tail(procs, run, segments, wait=False)
         lead = None

@@ -186,7 +186,7 @@ def upscale_stream(
     keyframes: dict | None = None,
     on_window: Callable[[int, int], None] | None = None,
 ) -> Iterator[tuple[torch.Tensor, list]]:
-    """Stream a clip through ``runner`` window by window.
+    """Stream a clip through ``runner`` window by window (all of :class:`WindowStream`'s windows).
 
     Args:
         runner: The window runner.
@@ -203,49 +203,123 @@ def upscale_stream(
         ``(frames (3, n, H*s, W*s) float32 in [-1, 1] on the runner's device, pts list)`` for finished
         frames, in order.
     """
-    spec = runner.spec
-    ranges = plan_ranges(num_frames, spec.window, spec.overlap, spec.stride_multiple)
-    chunk_iter = iter(chunks)
-    buffer: list[np.ndarray] = []  # input frames from index `buffer_start` on
-    buffer_pts: list = []
-    buffer_start = 0
-    pending: torch.Tensor | None = None  # weighted output sums for frames from `pending_start` on
-    pending_start = 0
-    carry = KeyframeCarry(spec.stride_multiple) if spec.carry_keyframes and keyframes else None
-    for index, (start, stop) in enumerate(ranges):
-        while buffer_start + len(buffer) < stop:
-            try:
-                chunk = next(chunk_iter)
-            except StopIteration:
-                raise RuntimeError(f"the source ended after {buffer_start + len(buffer)} frames; "
-                                   f"{num_frames} were expected") from None
-            buffer.extend(list(chunk.frames))
-            buffer_pts.extend(chunk.pts if chunk.pts is not None else [None] * len(chunk.frames))
-        window_frames = np.stack(buffer[start - buffer_start: stop - buffer_start])
-        window_keyframes = keyframes_in_window(keyframes or {}, start, stop, num_frames,
-                                               start + spec.padded_length(stop - start))
-        if carry is not None:
-            window_keyframes = carry.add(window_keyframes, start)
-        if runner.progress is not None:
-            runner.progress.begin_window(index, len(ranges), stop - start)
-        out = runner(frames_to_model(window_frames), start, window_keyframes)
-        if carry is not None:
-            carry.remember(out, window_keyframes, start, ranges[index + 1][0] if index + 1 < len(ranges) else None)
-        weights = ramp_weights(ranges, index, runner.blend).to(out.device, torch.float32)
-        out = out * weights[None, :, None, None]
-        if pending is None:
-            pending, pending_start = out, start
-        else:
-            overlap = pending_start + pending.shape[1] - start
-            pending[:, pending.shape[1] - overlap:] += out[:, :overlap]
-            pending = torch.cat([pending, out[:, overlap:]], dim=1)
-        next_start = ranges[index + 1][0] if index + 1 < len(ranges) else num_frames
-        done = next_start - pending_start
-        yield pending[:, :done], buffer_pts[pending_start - buffer_start: next_start - buffer_start]
-        pending, pending_start = pending[:, done:], next_start
-        drop = next_start - buffer_start
-        buffer, buffer_pts, buffer_start = buffer[drop:], buffer_pts[drop:], next_start
-        if runner.progress is not None:
-            runner.progress.frames_finished(next_start)
-        if on_window is not None:
-            on_window(next_start, num_frames)
+    yield from WindowStream(runner, chunks, num_frames, keyframes, on_window)
+
+
+class WindowStream:
+    """The engine's one window loop: runs windows of a clip's plan in order and blends them.
+
+    Each window's output is weighted (:func:`vsrkit.engine.windows.ramp_weights`, normalised over
+    every window that covers a frame) and added, in window order, onto the running sums of the
+    frames it covers; a frame is finished, and yielded, once no later window covers it. Only one
+    window of input and the sums still waiting for later windows are held.
+
+    :func:`upscale_stream` runs every window. A segment of several processes
+    (:mod:`vsrkit.engine.distributed`) runs the windows ``windows = (first, stop)``: its chunks
+    start at ``feed_start``, the frames ``[ranges[first][0], shared_until)`` that the previous
+    segment's windows also cover are not yielded but kept apart (``lead_parts``, ``lead_pts``),
+    and the sums of the frames that the next segment's windows also cover are left in ``tail``.
+    The additions are the ones one process makes, in its order, so split output is bit-identical.
+
+    Iterating yields ``(frames (3, n, H*s, W*s) float32 in [-1, 1] on the runner's device, pts)``
+    for the finished frames from ``shared_until`` on, in order. Afterwards:
+
+    * ``lead_parts``: ``[(window start, weighted output over [window start, shared_until))]`` in
+      window order (:func:`vsrkit.engine.distributed.finish_shared` adds them onto the previous
+      segment's ``tail``).
+    * ``lead_pts``: the timestamps of the frames ``[ranges[first][0], shared_until)``.
+    * ``tail``: partial sums ``(3, m, H*s, W*s)`` of the frames from ``ranges[stop][0]`` on
+      (None after the clip's last window).
+
+    Args:
+        runner: The window runner.
+        chunks: Source chunks (see :func:`upscale_stream`) starting at frame ``feed_start``.
+        num_frames: Frames in the clip.
+        keyframes: See :func:`upscale_stream` (clip frame indices). A keyframe carried between
+            windows starts afresh at window ``first``: a segment must start where the carry
+            chain breaks (:func:`vsrkit.engine.keyframes.carried_windows`).
+        on_window: Called with ``(frames done in the clip, num_frames)`` after each window.
+        ranges: The clip's window plan (default: :func:`plan_ranges` of the runner's spec).
+        windows: ``(first, stop)`` window indices to run (default: all).
+        feed_start: Clip index of the first frame ``chunks`` yields.
+        shared_until: See above (default: the first window's start, i.e. nothing kept apart).
+    """
+
+    def __init__(self, runner: WindowRunner, chunks: Iterable, num_frames: int, keyframes: dict | None = None,
+                 on_window: Callable[[int, int], None] | None = None, *, ranges: list | None = None,
+                 windows: tuple[int, int] | None = None, feed_start: int = 0, shared_until: int | None = None):
+        spec = runner.spec
+        self.runner, self.chunks, self.num_frames = runner, chunks, num_frames
+        self.keyframes, self.on_window = keyframes, on_window
+        self.ranges = ranges if ranges is not None else plan_ranges(num_frames, spec.window, spec.overlap,
+                                                                     spec.stride_multiple)
+        self.windows = windows if windows is not None else (0, len(self.ranges))
+        self.feed_start = feed_start
+        first_start = self.ranges[self.windows[0]][0] if self.windows[0] < self.windows[1] else feed_start
+        self.shared_until = first_start if shared_until is None else shared_until
+        self.lead_parts: list[tuple[int, torch.Tensor]] = []
+        self.lead_pts: list = []
+        self.tail: torch.Tensor | None = None
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, list]]:
+        runner, ranges, num_frames, keyframes = self.runner, self.ranges, self.num_frames, self.keyframes
+        spec, progress = runner.spec, getattr(runner, "progress", None)
+        first, stop_window = self.windows
+        if first >= stop_window:
+            return
+        expected = ranges[stop_window - 1][1]
+        chunk_iter = iter(self.chunks)
+        buffer: list[np.ndarray] = []  # input frames from index `buffer_start` on
+        buffer_pts: list = []
+        buffer_start = self.feed_start
+        pending: torch.Tensor | None = None  # weighted output sums for frames from `pending_start` on
+        pending_start = ranges[first][0]
+        shared_until = self.shared_until
+        carry = KeyframeCarry(spec.stride_multiple) if spec.carry_keyframes and keyframes else None
+        for index in range(first, stop_window):
+            start, stop = ranges[index]
+            while buffer_start + len(buffer) < stop:
+                try:
+                    chunk = next(chunk_iter)
+                except StopIteration:
+                    raise RuntimeError(f"the source ended after {buffer_start + len(buffer)} frames; "
+                                       f"{expected} were expected") from None
+                buffer.extend(list(chunk.frames))
+                buffer_pts.extend(chunk.pts if chunk.pts is not None else [None] * len(chunk.frames))
+            window_frames = np.stack(buffer[start - buffer_start: stop - buffer_start])
+            window_keyframes = keyframes_in_window(keyframes or {}, start, stop, num_frames,
+                                                   start + spec.padded_length(stop - start))
+            if carry is not None:
+                window_keyframes = carry.add(window_keyframes, start)
+            if progress is not None:
+                progress.begin_window(index, len(ranges), stop - start)
+            out = runner(frames_to_model(window_frames), start, window_keyframes)
+            next_start = ranges[index + 1][0] if index + 1 < len(ranges) else num_frames
+            if carry is not None:
+                carry.remember(out, window_keyframes, start, next_start if index + 1 < len(ranges) else None)
+            weights = ramp_weights(ranges, index, runner.blend).to(out.device, torch.float32)
+            out = out * weights[None, :, None, None]
+            if start < shared_until:
+                # Kept apart: the process finishing these frames adds them onto the earlier
+                # windows' sums, in this order (the additions of one process).
+                self.lead_parts.append((start, out[:, : shared_until - start].clone()))
+            if pending is None:
+                pending, pending_start = out, start
+            else:
+                overlap = pending_start + pending.shape[1] - start
+                pending[:, pending.shape[1] - overlap:] += out[:, :overlap]
+                pending = torch.cat([pending, out[:, overlap:]], dim=1)
+            done = next_start - pending_start
+            pts = buffer_pts[pending_start - buffer_start: next_start - buffer_start]
+            shared = max(0, min(done, shared_until - pending_start))
+            self.lead_pts.extend(pts[:shared])
+            if done > shared:
+                yield pending[:, shared:done], pts[shared:]
+            pending, pending_start = pending[:, done:], next_start
+            drop = next_start - buffer_start
+            buffer, buffer_pts, buffer_start = buffer[drop:], buffer_pts[drop:], next_start
+            if progress is not None:
+                progress.frames_finished(next_start)
+            if self.on_window is not None:
+                self.on_window(next_start, num_frames)
+        self.tail = pending if pending is not None and pending.shape[1] else None

@@ -700,12 +700,24 @@ class KeyframeCarry:
         self.carried: tuple[int, torch.Tensor] | None = None
         self._warned = False
 
+    def slot_free(self, window_keyframes, start: int) -> bool:
+        """Whether a window starting at ``start`` with these keyframes (global indices) takes a
+        carried frame: no real keyframe lies in its first ``slot_frames`` frames."""
+        return not any(start <= k < start + self.slot_frames for k in window_keyframes)
+
+    @staticmethod
+    def keeps(window_keyframes, start: int, length: int, next_start: Optional[int]) -> bool:
+        """Whether :meth:`remember` keeps a frame of the window ``[start, start + length)`` for the
+        window starting at ``next_start``: the window had keyframes (``window_keyframes``: them, or
+        a flag) and the two share a frame."""
+        return next_start is not None and bool(window_keyframes) and 0 <= next_start - start < length
+
     def add(self, window_keyframes: dict, start: int) -> dict:
         """``window_keyframes`` (global indices) with the carried frame at ``start`` when its slot is free."""
         if self.carried is None:
             return window_keyframes
         index, image = self.carried
-        if index != start or any(start <= k < start + self.slot_frames for k in window_keyframes):
+        if index != start or not self.slot_free(window_keyframes, start):
             return window_keyframes
         return {**window_keyframes, start: image}
 
@@ -719,10 +731,45 @@ class KeyframeCarry:
         if next_start is None or not window_keyframes:
             return
         offset = next_start - start
-        if not 0 <= offset < output.shape[1]:
+        if not self.keeps(window_keyframes, start, output.shape[1], next_start):
             if not self._warned:
                 logger.warning("keyframe carry: consecutive windows share no frame (overlap 0), so no keyframe "
                                "content reaches the next window; set an overlap >= 1.")
                 self._warned = True
             return
         self.carried = (next_start, output[:, offset].detach().clone())
+
+
+def carried_windows(ranges: list, keyframes, num_frames: int, padded_length: Callable[[int], int],
+                    slot_frames: int) -> list[bool]:
+    """Which windows of a plan take a frame carried from the window before them.
+
+    The same decisions :func:`vsrkit.engine.inference.upscale_stream` makes with a
+    :class:`KeyframeCarry`, taken from the keyframe positions alone (no window is run): a window
+    takes one when the window before it had keyframes (real or carried), the two share a frame,
+    and no real keyframe lies in its first slot. A window that takes none depends on no earlier
+    window's output: the carry chain breaks there, and a clip split over processes may start a
+    segment there and stay exact.
+
+    Args:
+        ranges: The clip's window plan ``[(start, stop), ...]``.
+        keyframes: The clip's keyframe indices (a dict's keys are used).
+        num_frames: Frames in the clip.
+        padded_length: ``frames -> frames`` padded to the method's rule (``WindowSpec.padded_length``).
+        slot_frames: ``WindowSpec.stride_multiple`` (see :class:`KeyframeCarry`).
+
+    Returns:
+        One flag per window; all False without keyframes.
+    """
+    positions = dict.fromkeys(keyframes or ())
+    rules = KeyframeCarry(slot_frames)
+    flags: list[bool] = []
+    carried_to: Optional[int] = None  # the window start a carried frame is held for
+    for index, (start, stop) in enumerate(ranges):
+        real = keyframes_in_window(positions, start, stop, num_frames, start + padded_length(stop - start))
+        takes = carried_to == start and rules.slot_free(real, start)
+        flags.append(takes)
+        conditioned = bool(real) or takes
+        next_start = ranges[index + 1][0] if index + 1 < len(ranges) else None
+        carried_to = next_start if rules.keeps(conditioned, start, stop - start, next_start) else None
+    return flags

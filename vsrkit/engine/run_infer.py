@@ -258,6 +258,105 @@ def keyframes_from_config(node, scale: int, gt_path: str | Path | None = None, d
     return make
 
 
+@dataclass
+class OpenedInput:
+    """One input opened for a run: the frames it processes, their keyframes, and how its output
+    is written. Made by :func:`open_input`; :func:`upscale_file` and
+    :func:`vsrkit.engine.distributed.upscale_file_split` run it.
+
+    Args:
+        path: The input.
+        source: Its :class:`vsrkit.io.FrameSource`.
+        span: The frames the run processes (``start`` / ``end`` / ``max_frames``).
+        notes: What the summary line must say (a truncated input, a range).
+        keyframes: ``{frame index counted from span.start: (3, H*s, W*s) tensor}`` or None.
+        pts_offset: Subtracted from the source's timestamps (a range starts at the source's
+            first timestamp).
+        audio_start: See :class:`vsrkit.io.VideoWriter` (None: from the start).
+        audio_origin: See :class:`vsrkit.io.VideoWriter`.
+        names: The input frames' file names (a frames folder), else None.
+    """
+
+    path: Path
+    source: object
+    span: FrameRange
+    notes: list[str]
+    keyframes: dict | None
+    pts_offset: int
+    audio_start: Fraction | None
+    audio_origin: Fraction
+    names: list[str] | None
+
+    @property
+    def info(self):
+        return self.source.info
+
+    def chunks(self, size: int, first: int = 0, stop: int | None = None):
+        """The source's chunks of frames ``[first, stop)`` of the span (indices counted from
+        ``span.start``; None: to the span's end)."""
+        stop = self.span.count if stop is None else stop
+        return self.source.chunks(size, max_frames=stop - first, first=self.span.start + first)
+
+    def output_pts(self, pts: list | None) -> list | None:
+        """Timestamps for the writer: shifted to the output's clock, None when the source has none."""
+        if not pts or pts[0] is None:
+            return None
+        return [p - self.pts_offset for p in pts]
+
+    def open_writer(self, dst: Path, scale: int, io_cfg: IOConfig, overwrite: bool):
+        """The writer of ``dst`` (:func:`open_writer`) for this span: frame names, audio cut to match."""
+        span = self.span
+        return open_writer(dst, self.info, scale, io_cfg, overwrite, self.path, capped=not span.is_whole,
+                           names=self.names[span.start:span.stop] if self.names else None,
+                           audio_start=self.audio_start, audio_origin=self.audio_origin)
+
+
+def open_input(src: Path, io_cfg: IOConfig, *, max_frames: int | None = None, start=None, end=None,
+               keyframes_for=None) -> OpenedInput:
+    """Open one input for a run: a truncated input is refused (``io.on_truncated=error``) or
+    noted, the range is resolved and its keyframes are made. Everything here happens before the
+    first frame is upscaled, and every process of a split run does the same.
+
+    Args:
+        src: Video file, frames folder or image.
+        io_cfg: The ``io`` settings.
+        max_frames: At most this many frames (counted from ``start``).
+        start: First frame, an index or a time (see :func:`frame_range`).
+        end: Frame or time to stop before.
+        keyframes_for: See :func:`upscale_file`.
+
+    Raises:
+        VideoReadError: A truncated input with ``io.on_truncated=error``.
+        UserError: A bad range.
+    """
+    from vsrkit.io import open_source
+
+    source = open_source(src, frames_fps=parse_fps(io_cfg.frames_fps))
+    info = source.info
+    notes = []
+    if info.truncated:
+        if io_cfg.on_truncated == "error":
+            raise VideoReadError(f"Input {src} is {info.truncated}. Nothing was written (io.on_truncated=error); "
+                                 f"repair or re-download it, or set io.on_truncated=keep to upscale what decodes.")
+        logger.warning("%s: %s; upscaling the %d frames that decode (io.on_truncated=error refuses such inputs)",
+                       src, info.truncated, info.num_frames)
+        notes.append(f"input {info.truncated}")
+    span = frame_range(source, start, end, max_frames)
+    if span.start or (start is not None or end is not None) and not span.is_whole:
+        notes.append(f"frames {span.start}-{span.stop - 1} of {span.total}")
+    keyframes = keyframes_for(source, span.count, span.start) if keyframes_for is not None else None
+    # A segment keeps the source's clock origin: its first frame gets the source's first timestamp,
+    # and the audio from the segment's start moves with it.
+    all_pts = source.frame_pts() if span.start else None
+    return OpenedInput(
+        path=Path(src), source=source, span=span, notes=notes, keyframes=keyframes,
+        pts_offset=all_pts[span.start] - all_pts[0] if all_pts else 0,
+        audio_start=all_pts[span.start] * info.time_base if all_pts and info.time_base else None,
+        audio_origin=all_pts[0] * info.time_base if all_pts and info.time_base else Fraction(0),
+        names=source.frame_names(),
+    )
+
+
 def upscale_file(runner: WindowRunner, src: Path, dst: Path, *, io_cfg: IOConfig, overwrite: bool,
                  max_frames: int | None, decode_chunk: int, keyframes_for=None, progress: bool = True,
                  start=None, end=None) -> FileStats:
@@ -280,31 +379,9 @@ def upscale_file(runner: WindowRunner, src: Path, dst: Path, *, io_cfg: IOConfig
             source's first timestamp and its audio is cut to match.
     """
     from vsrkit.engine.overlap import BackgroundWriter, Prefetcher
-    from vsrkit.io import open_source
 
-    source = open_source(src, frames_fps=parse_fps(io_cfg.frames_fps))
-    info = source.info
-    notes = []
-    if info.truncated:
-        if io_cfg.on_truncated == "error":
-            raise VideoReadError(f"Input {src} is {info.truncated}. Nothing was written (io.on_truncated=error); "
-                                 f"repair or re-download it, or set io.on_truncated=keep to upscale what decodes.")
-        logger.warning("%s: %s; upscaling the %d frames that decode (io.on_truncated=error refuses such inputs)",
-                       src, info.truncated, info.num_frames)
-        notes.append(f"input {info.truncated}")
-    span = frame_range(source, start, end, max_frames)
-    if span.start or (start is not None or end is not None) and not span.is_whole:
-        notes.append(f"frames {span.start}-{span.stop - 1} of {span.total}")
-    num_frames = span.count
-    keyframes = keyframes_for(source, num_frames, span.start) if keyframes_for is not None else None
-    # A segment keeps the source's clock origin: its first frame gets the source's first timestamp,
-    # and the audio from the segment's start moves with it.
-    all_pts = source.frame_pts() if span.start else None
-    offset = all_pts[span.start] - all_pts[0] if all_pts else 0
-    audio_start = all_pts[span.start] * info.time_base if all_pts and info.time_base else None
-    audio_origin = all_pts[0] * info.time_base if all_pts and info.time_base else Fraction(0)
-    names = source.frame_names()
-    scale = runner.spec.scale
+    job = open_input(src, io_cfg, max_frames=max_frames, start=start, end=end, keyframes_for=keyframes_for)
+    info, num_frames = job.info, job.span.count
     runner.progress = InferProgress(num_frames, f"{src.name} -> {dst.name}", enabled=progress)
     device = runner.device
     if device.type == "cuda":
@@ -314,17 +391,11 @@ def upscale_file(runner: WindowRunner, src: Path, dst: Path, *, io_cfg: IOConfig
     streaming = is_streaming(runner.method)
     try:
         # Decoding and encoding run in their own threads beside the method (vsrkit.engine.overlap).
-        with open_writer(dst, info, scale, io_cfg, overwrite, src, capped=not span.is_whole,
-                         names=names[span.start:span.stop] if names else None, audio_start=audio_start,
-                         audio_origin=audio_origin) as writer, BackgroundWriter(writer) as sink, \
-                Prefetcher(source.chunks(decode_chunk, max_frames=num_frames, first=span.start)) as chunks:
-            for frames, pts in upscale_frames(runner, chunks, num_frames, keyframes, overlap_stages=False,
+        with job.open_writer(dst, runner.spec.scale, io_cfg, overwrite) as writer, BackgroundWriter(writer) as sink, \
+                Prefetcher(job.chunks(decode_chunk)) as chunks:
+            for frames, pts in upscale_frames(runner, chunks, num_frames, job.keyframes, overlap_stages=False,
                                               on_stage=runner.progress.stage):
-                if pts and pts[0] is not None:
-                    pts = [p - offset for p in pts]
-                else:
-                    pts = None
-                sink.write(model_to_frames(frames, info.dtype), pts=pts)
+                sink.write(model_to_frames(frames, info.dtype), pts=job.output_pts(pts))
                 written += frames.shape[1]
                 if streaming:  # windowed runs report finished frames from upscale_stream
                     runner.progress.frames_finished(written)
@@ -334,7 +405,14 @@ def upscale_file(runner: WindowRunner, src: Path, dst: Path, *, io_cfg: IOConfig
     seconds = time.perf_counter() - started
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     logger.debug("%s: %d frames in %.2f s (%.3f s/frame) -> %s", src, written, seconds, seconds / max(written, 1), dst)
-    return FileStats(str(src), str(dst), written, seconds, int(peak), notes)
+    return FileStats(str(src), str(dst), written, seconds, int(peak), job.notes)
+
+
+def summary_line(stats: FileStats, notes: list[str] = ()) -> str:
+    """The line ``vsrkit infer`` prints for one output: counts, time, the file's notes and ``notes``
+    (a run's notes: random weights, the processes used)."""
+    return (f"{stats.output}: {stats.frames} frames, {stats.seconds:.2f} s ({stats.seconds_per_frame * 1000:.1f} ms/frame)"
+            + "".join(f"; {note}" for note in [*stats.notes, *notes]))
 
 
 def validation_hook(config, scale: int):

@@ -8,7 +8,9 @@ computed exactly once, with its global frame index, weights and seed, so each ou
 same sum of the same window outputs as in one process. The frames that the last window of one run
 and the first window of the next both touch (the temporal overlap) are finished by the later
 process, which adds its window outputs, in window order, onto the earlier process's partial sums:
-the same additions in the same order as one process, hence bit-identical output.
+the same additions in the same order as one process, hence bit-identical output. A window whose
+input depends on the previous window's output (a keyframe carried from it) cannot start a run;
+the caller marks those windows (``can_start``).
 
 Streaming methods (a method with ``open_stream``, e.g. InfVSR) carry state from chunk to chunk, so a
 segment cannot start cold and match one process. A segment starts at a scene cut where the method
@@ -71,18 +73,23 @@ def split_counts(total: int, parts: int) -> list[int]:
     return [base + (1 if i >= parts - extra else 0) for i in range(parts)]
 
 
-def plan_window_segments(ranges: Sequence[tuple[int, int]], num_frames: int, processes: int) -> list[Segment]:
+def plan_window_segments(ranges: Sequence[tuple[int, int]], num_frames: int, processes: int,
+                         can_start: Sequence[bool] | None = None) -> list[Segment]:
     """Cut a window plan into at most ``processes`` segments of consecutive windows.
 
-    Fewer segments than processes come back when there are fewer windows than processes, or when
+    Fewer segments than processes come back when there are fewer windows than processes, when
     the windows overlap so much that a segment's shared frames would reach past its end (then
-    some processes stay idle for this clip).
+    some processes stay idle for this clip), or when ``can_start`` leaves too few windows where a
+    segment may start.
 
     Args:
         ranges: The clip's window plan ``[(start, stop), ...]`` (:func:`plan_ranges`), covering
             ``[0, num_frames)`` with non-decreasing starts and stops.
         num_frames: Frames in the clip.
         processes: Processes available (>= 1).
+        can_start: One flag per window: whether a segment may start at it (False where a window
+            depends on the previous window's output, e.g. a carried keyframe). None: everywhere.
+            Boundaries go to the allowed windows nearest the even split.
 
     Returns:
         Segments in clip order; their ``[start, stop)`` ranges tile ``[0, num_frames)``.
@@ -91,10 +98,18 @@ def plan_window_segments(ranges: Sequence[tuple[int, int]], num_frames: int, pro
         raise ValueError(f"`processes` must be >= 1. Got {processes}.")
     if not ranges:
         return []
-    for parts in range(min(processes, len(ranges)), 0, -1):
-        segments, first = [], 0
-        for index, count in enumerate(split_counts(len(ranges), parts)):
-            stop_window = first + count
+    allowed = [i for i in range(1, len(ranges)) if can_start is None or can_start[i]]
+    for parts in range(min(processes, len(allowed) + 1), 0, -1):
+        firsts, even = [], 0
+        for k, count in enumerate(split_counts(len(ranges), parts)[:-1]):
+            even += count
+            # The allowed window nearest the even boundary, after the previous boundary and leaving
+            # one allowed window for each boundary still to place.
+            later = [i for i in allowed if not firsts or i > firsts[-1]]
+            choices = later[: len(later) - (parts - 2 - k)]
+            firsts.append(min(choices, key=lambda i: (abs(i - even), i)))
+        segments = []
+        for index, (first, stop_window) in enumerate(zip([0, *firsts], [*firsts, len(ranges)])):
             start = ranges[first][0] if first else 0
             stop = ranges[stop_window][0] if stop_window < len(ranges) else num_frames
             # Windows before `first` have non-decreasing stops, so the previous one reaches furthest.
@@ -102,7 +117,6 @@ def plan_window_segments(ranges: Sequence[tuple[int, int]], num_frames: int, pro
             segments.append(Segment(index=index, start=start, stop=stop, feed_start=start,
                                     feed_stop=ranges[stop_window - 1][1], first_window=first,
                                     stop_window=stop_window, shared_until=shared_until))
-            first = stop_window
         if all(s.shared_until <= s.stop and s.start < s.stop for s in segments):
             return segments
     raise AssertionError("one segment always satisfies the plan")  # parts == 1 has no shared frames

@@ -7,8 +7,9 @@ pushes it, crops what comes back and hands finished frames on with their timesta
 bounded by one decoded piece plus what the method buffers, whatever the clip's length.
 
 Decoding, the model and the consumer (the file writer) overlap: the decoder and the model each
-run in a background thread, connected by small bounded queues, so a long clip costs about the
-slowest of the three stages rather than their sum.
+run in a background thread (:class:`vsrkit.engine.overlap.Prefetcher`, the engine's one thread
+mechanism), connected by small bounded queues, so a long clip costs about the slowest of the
+three stages rather than their sum.
 
 :func:`upscale_frames` is the one entry the file runner and tools call; it dispatches on the
 method's protocol (``open_stream``), never on its name.
@@ -17,8 +18,6 @@ method's protocol (``open_stream``), never on its name.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections import deque
 from typing import Callable, Iterable, Iterator
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from vsrkit.engine.inference import WindowRunner, _pad_video, frames_to_model, upscale_stream
+from vsrkit.engine.overlap import Prefetcher
 from vsrkit.errors import UserError
 from vsrkit.methods.protocol import StreamContext, StreamingMethod
 
@@ -58,42 +58,6 @@ def check_stream_settings(method, engine_cfg) -> None:
         if value is not None:
             raise UserError(f"`engine.{key}={value}` does not apply to {type(method).__name__}: it streams the clip "
                             f"in chunks of its own choosing with caches carried between them. Drop engine.{key}.")
-
-
-def _background(items: Iterable, depth: int, name: str) -> Iterator:
-    """Iterate ``items`` in a daemon thread, ``depth`` items ahead; exceptions re-raise here."""
-    done = object()
-    channel: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def work():
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        channel.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            channel.put((done, None))
-        except BaseException as err:  # handed to the consumer, which re-raises it
-            channel.put((done, err))
-
-    thread = threading.Thread(target=work, name=name, daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, err = channel.get()
-            if item is done:
-                if err is not None:
-                    raise err
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5.0)
 
 
 def _pieces(chunks: Iterable, size: int) -> Iterator[tuple[np.ndarray, list]]:
@@ -212,7 +176,15 @@ def upscale_frames(runner: WindowRunner, chunks: Iterable, num_frames: int, keyf
     if keyframes:
         raise UserError(f"{type(method).__name__} is a streaming method and takes no keyframes.")
     spec = runner.spec
-    source = _background(chunks, QUEUE_DEPTH, "vsrkit-decode") if overlap_stages else chunks
-    outputs = stream_clip(method, source, num_frames, runner.device, seed=runner.seed,
-                          spatial_multiple=spec.spatial_multiple, pad_mode=spec.pad_mode, on_stage=on_stage)
-    yield from (_background(outputs, QUEUE_DEPTH, "vsrkit-model") if overlap_stages else outputs)
+
+    def run(source: Iterable) -> Iterator[tuple[torch.Tensor, list]]:
+        return stream_clip(method, source, num_frames, runner.device, seed=runner.seed,
+                           spatial_multiple=spec.spatial_multiple, pad_mode=spec.pad_mode, on_stage=on_stage)
+
+    if not overlap_stages:
+        yield from run(chunks)
+        return
+    # The decoder and the model each in a thread (vsrkit.engine.overlap), the caller in this one.
+    with Prefetcher(chunks, QUEUE_DEPTH, name="vsrkit-decode") as decoded, \
+            Prefetcher(run(decoded), QUEUE_DEPTH, name="vsrkit-model") as outputs:
+        yield from outputs

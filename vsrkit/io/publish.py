@@ -70,30 +70,38 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_partials(final: str | os.PathLike) -> list[Path]:
-    """Delete temporary outputs of ``final`` left by runs of this host whose process is gone.
-
-    Returns:
-        The paths removed.
-    """
+def stale_partials(final: str | os.PathLike) -> list[Path]:
+    """Temporary outputs of ``final`` (:func:`partial_path` names, files or folders) left by runs of
+    this host whose process is gone, sorted; a live process's partial is in use and not listed."""
     final = Path(final)
     folder = final.parent
     if not folder.is_dir():
         return []
-    removed = []
+    found = []
     for entry in folder.iterdir():
         match = _TEMPORARY.match(entry.name)
         if match is None or match["name"] != final.name or match["host"] != _HOST:
             continue
         pid = int(match["pid"])
-        if pid == os.getpid() or _alive(pid):
-            continue
+        if pid != os.getpid() and not _alive(pid):
+            found.append(entry)
+    return sorted(found)
+
+
+def remove_stale_partials(final: str | os.PathLike) -> list[Path]:
+    """Delete the :func:`stale_partials` of ``final``.
+
+    Returns:
+        The paths removed.
+    """
+    removed = stale_partials(final)
+    for entry in removed:
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
-        removed.append(entry)
-        logger.info("removed %s, left by an interrupted run (process %d is gone)", entry, pid)
+        logger.info("removed %s, left by an interrupted run (process %s is gone)", entry,
+                    _TEMPORARY.match(entry.name)["pid"])
     return removed
 
 
