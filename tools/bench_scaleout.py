@@ -100,13 +100,15 @@ def random_prompt_cache(cache_root: Path, preset_name: str | None, prompts: list
                   str(path))
 
 
-def _random_weights_flag() -> list[str]:
-    """``backbone.random_weights=true`` where the backbone config has that switch (issue 9)."""
-    import dataclasses
+def _random_weights_flag(method: str, overrides: list[str]) -> list[str]:
+    """``backbone.random_weights=true`` for a method with a backbone (issue 9: a real preset without
+    weights refuses to run; speed needs none), unless the caller set it."""
+    if any(o.startswith("backbone.random_weights=") for o in overrides):
+        return []
+    sys.path.insert(0, str(REPO / "tools"))
+    from bench_method import compose
 
-    from vsrkit.backbones.config import BackboneConfig
-
-    return ["backbone.random_weights=true"] if "random_weights" in {f.name for f in dataclasses.fields(BackboneConfig)} else []
+    return ["backbone.random_weights=true"] if compose(method, None, list(overrides)).backbone is not None else []
 
 
 def _launch(processes: int, target: list[str], config: str | None = None) -> list[str]:
@@ -146,7 +148,7 @@ def _compare(a: Path, b: Path) -> dict:
 def bench_infer(args, env: dict, work: Path) -> list[dict]:
     h, w = _size(args.lr)
     clip = synthetic_clip(work / "clip.mkv", args.frames, h, w)
-    flags = _random_weights_flag() + [f"scale={args.scale}", "io.codec=ffv1", *args.set]
+    flags = _random_weights_flag(args.method, args.set) + [f"scale={args.scale}", "io.codec=ffv1", *args.set]
     rows, base = [], None
     for n in args.processes:
         out = work / f"out-{n}.mkv"
@@ -197,7 +199,7 @@ def bench_train(args, env: dict, work: Path) -> dict:
               f"scale={args.scale}", f"train.max_steps={args.steps}", f"train.output_dir={run_dir}",
               "train.progress_bar=false", "train.tensorboard=false", "train.log_every=1", "train.checkpoint_every=0",
               f"train.validate_every={args.steps}", f"validation.lq={data['lq']}", f"validation.gt={data['gt']}",
-              "validation.max_frames=9", *_random_weights_flag(), *args.set]
+              "validation.max_frames=9", *_random_weights_flag(args.method, args.set), *args.set]
     rc, text, wall = _run(_launch(args.processes, target, args.config), env, work / "train.log", args.timeout)
     steps = [float(v) for v in re.findall(r"time/step_s=([\d.e+-]+)", text)]
     peaks = re.search(r"peak GPU memory per process \(GiB\): ([\d. ]+)", text)
