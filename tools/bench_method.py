@@ -167,23 +167,6 @@ class StageTimer:
         method.upscale = staged
 
 
-def random_prompt_embeddings() -> None:
-    """Prompt-cache misses return deterministic noise of the encoder's shape instead of loading the
-    text encoder (speed runs with random weights only: the DiT cost does not depend on the values)."""
-    from vsrkit.backbones import text
-    from vsrkit.backbones.runtime import deterministic_values
-
-    original = text.PromptEncoder.__call__
-
-    def call(self, prompt):
-        if self.preset.tiny or self.cache_file(prompt).is_file() or self.text_encoder_path is not None:
-            return original(self, prompt)
-        shape = (1, self.spec.max_length, self.spec.dim)
-        return deterministic_values(shape, f"bench-prompt:{prompt}"), torch.ones(1, shape[1], dtype=torch.int64)
-
-    text.PromptEncoder.__call__ = call
-
-
 def file_round_trip(runner, frames: np.ndarray, scale: int, folder: Path) -> dict:
     """Seconds to decode the input file alone, to encode the output alone, and file to file (overlapped)."""
     from vsrkit.engine.run_infer import upscale_file
