@@ -244,6 +244,49 @@ def resolve_layout(path: str | None, transformer_path: str | None = None, vae_pa
     return layout
 
 
+def write_pipeline_folder(backbone, directory: str | Path, pipeline_class: str, base: str | None) -> Path:
+    """Write ``backbone`` as a diffusers pipeline folder that diffusers and :func:`resolve_layout` load.
+
+    ``model_index.json`` (naming ``pipeline_class``), ``transformer/`` and ``vae/`` (safetensors),
+    ``scheduler/``; ``text_encoder/`` and ``tokenizer/`` are linked from ``base`` when it is a pipeline
+    folder (the way the releases' checkpoint scripts reuse the base model's text encoder).
+
+    Args:
+        backbone: A loaded backbone (``transformer``, ``vae.model``, ``preset.scheduler_class``,
+            ``scheduler_config``).
+        directory: The folder to write (created).
+        pipeline_class: diffusers class name for ``model_index.json``.
+        base: ``backbone.path`` the backbone was loaded from, if any.
+    """
+    import os
+
+    import diffusers
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    backbone.transformer.save_pretrained(out / "transformer", safe_serialization=True)
+    backbone.vae.model.save_pretrained(out / "vae", safe_serialization=True)
+    (out / "scheduler").mkdir(exist_ok=True)
+    scheduler = {"_class_name": backbone.preset.scheduler_class, "_diffusers_version": diffusers.__version__,
+                 **backbone.scheduler_config}
+    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=2))
+    index = {"_class_name": pipeline_class, "_diffusers_version": diffusers.__version__,
+             "scheduler": ["diffusers", backbone.preset.scheduler_class],
+             "transformer": ["diffusers", type(backbone.transformer).__name__],
+             "vae": ["diffusers", type(backbone.vae.model).__name__]}
+    base_path = Path(base).expanduser() if base else None
+    if base_path is not None and (base_path / "model_index.json").is_file():
+        base_index = read_json(base_path / "model_index.json")
+        for part in ("text_encoder", "tokenizer"):
+            if (base_path / part).is_dir() and part in base_index:
+                link = out / part
+                if not link.exists():
+                    os.symlink((base_path / part).resolve(), link, target_is_directory=True)
+                index[part] = base_index[part]
+    (out / "model_index.json").write_text(json.dumps(index, indent=2))
+    return out
+
+
 def _unknown_folder(root: Path, path: str, family: str | None) -> str:
     entries = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
     expected = EXPECTED_WEIGHTS.get(family, "a diffusers folder with `model_index.json`, or a weights file")

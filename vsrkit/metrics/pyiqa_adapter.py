@@ -151,6 +151,34 @@ def no_downloads(key: str, torch_home: str) -> Iterator[None]:
          download_util.DEFAULT_CACHE_DIR, urllib.request.urlopen) = saved
         hub.set_dir(old_dir)
 
+def build_perceptual_loss(name: str, device: torch.device | str, key: str):
+    """pyiqa's DISTS or LPIPS as a differentiable loss on ``(N, C, H, W)`` frames in [0, 1] (the
+    releases' ``pyiqa.create_metric(name, as_loss=True)``), built without any download.
+
+    Args:
+        name: ``"dists"`` or ``"lpips"``.
+        device: Where the loss runs.
+        key: The config key whose value > 0 asked for the loss (named in errors with ``=0`` as the
+            way out), e.g. ``method.dists_weight``.
+
+    Raises:
+        UserError: pyiqa is not installed, or the metric's weights are not in the torch hub cache.
+    """
+    label = name.upper()
+    hint = f"or set {key}=0 to train without {label}"
+    try:
+        pyiqa = import_pyiqa(name)
+    except UserError as err:
+        raise UserError(f"{key} > 0: {err}; {hint}.") from None
+    for path, _ in expected_files(name, "", ""):
+        if not path.is_file():
+            raise UserError(f"{key} > 0 needs the {label} weights file {path} (pyiqa looks in "
+                            f"$TORCH_HOME/hub/{path.parent.name}/); vsrkit never downloads. Place it there, {hint}.")
+    with no_downloads(name, ""):
+        metric = pyiqa.create_metric(name, as_loss=True, device=device)
+    metric.requires_grad_(False)
+    return metric
+
 
 def niqe_npz_to_mat(npz_path: Path, folder: str) -> Path:
     """Write BasicSR's ``niqe_pris_params.npz`` as the ``.mat`` pyiqa's NIQE reads.

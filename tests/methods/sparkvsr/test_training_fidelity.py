@@ -156,7 +156,7 @@ def test_stage2_loss_is_pixel_mse_plus_frame_difference_with_frame0_keyframes(de
 def test_stage2_lpips_and_edge_aware_losses_follow_the_release(monkeypatch, edge_aware):
     import vsrkit.methods.sparkvsr.method as module
 
-    def fake_loss(name, device):  # a per-sample loss, as pyiqa's as_loss metrics return
+    def fake_loss(name, device, key):  # a per-sample loss, as pyiqa's as_loss metrics return
         assert name == "lpips"
         return lambda a, b: (a - b).abs().flatten(1).mean(1) * (1.0 + a.shape[1])
 

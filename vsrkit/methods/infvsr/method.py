@@ -38,6 +38,7 @@ from vsrkit.errors import UserError, WeightsError
 from vsrkit.methods.infvsr.config import InfVSRConfig
 from vsrkit.methods.protocol import OptimizerGroup, StreamContext, WindowContext, WindowSpec
 from vsrkit.methods.scenes import SceneChunker, to_uint8
+from vsrkit.metrics.pyiqa_adapter import build_perceptual_loss
 
 logger = logging.getLogger(__name__)
 
@@ -391,7 +392,7 @@ class InfVSRMethod:
         c = self.config
         self.device = torch.device(device)
         if c.dists_weight > 0:
-            self._dists = build_dists_loss(self.device)  # fail before the big load
+            self._dists = build_perceptual_loss("dists", self.device, "method.dists_weight")  # fail before the big load
         has_weights = self.backbone_config.path is not None or self.backbone_config.transformer_path is not None
         if (self.uses_dmd or not has_weights) and c.base_path is None and not self.tiny:
             raise UserError("infvsr training needs `method.base_path` (Wan2.1-T2V-1.3B transformer weights: the real "
@@ -627,29 +628,3 @@ class InfVSRMethod:
                                       for k, v in self.backbone.transformer.state_dict().items()})
         torch.save(sd, out / "InfVSR.ckpt")
         logger.info("exported the InfVSR generator to %s", out / "InfVSR.ckpt")
-
-
-# Adapted from vsrkit.methods.sparkvsr.method.build_dists_loss (methods do not import each other).
-def build_dists_loss(device: torch.device):
-    """pyiqa's DISTS as a differentiable loss on ``(N, 3, H, W)`` frames in [0, 1] (the release's
-    ``pyiqa.create_metric('dists', as_loss=True)``), built without any download.
-
-    Raises:
-        UserError: pyiqa is not installed, or its DISTS / VGG16 weights are not in the torch hub
-            cache; the message names the files and ``method.dists_weight=0`` as the way out.
-    """
-    from vsrkit.metrics.pyiqa_adapter import expected_files, import_pyiqa, no_downloads
-
-    hint = "or set method.dists_weight=0 to train without DISTS"
-    try:
-        pyiqa = import_pyiqa("dists")
-    except UserError as err:
-        raise UserError(f"method.dists_weight > 0: {err}; {hint}.") from None
-    for path, _ in expected_files("dists", "", ""):
-        if not path.is_file():
-            raise UserError(f"method.dists_weight > 0 needs the DISTS weights file {path} (pyiqa looks in "
-                            f"$TORCH_HOME/hub/{path.parent.name}/); vsrkit never downloads. Place it there, {hint}.")
-    with no_downloads("dists", ""):
-        metric = pyiqa.create_metric("dists", as_loss=True, device=device)
-    metric.requires_grad_(False)
-    return metric

@@ -25,17 +25,17 @@ DISTS + frame-difference L1, with images keyframe-free and videos conditioned on
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
-import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from vsrkit.backbones.loading import write_pipeline_folder
 from vsrkit.errors import UserError, WeightsError
 from vsrkit.methods.protocol import WindowContext, WindowSpec
+from vsrkit.metrics.pyiqa_adapter import build_perceptual_loss
 from vsrkit.methods.sparkvsr.config import SparkVSRConfig
 
 logger = logging.getLogger(__name__)
@@ -451,7 +451,7 @@ class SparkVSRMethod:
             cfg = dataclasses.replace(cfg, vae_dtype=cfg.dtype)
         if self.config.stage == 2 and self._perceptual_name() is not None:
             # Fail before the big load when pyiqa or the loss's weights are missing.
-            self._perceptual = build_perceptual_loss(self._perceptual_name(), torch.device(device))
+            self._perceptual = build_perceptual_loss(self._perceptual_name(), torch.device(device), f"method.{self._perceptual_name()}_weight")
         self.backbone = build_backbone(cfg, device, torch.float32)
         self._check_release()
         self._prompt = self.backbone.prompt_embeds("")
@@ -601,7 +601,7 @@ class SparkVSRMethod:
         name = self._perceptual_name()
         if name is not None:
             if self._perceptual is None:
-                self._perceptual = build_perceptual_loss(name, pred.device)
+                self._perceptual = build_perceptual_loss(name, pred.device, f"method.{name}_weight")
             # Every frame of every sample, averaged (the release averages its per-frame losses).
             flat_pred = pred.permute(0, 2, 1, 3, 4).reshape(-1, 3, hh, ww)
             flat_gt = gt.permute(0, 2, 1, 3, 4).reshape(-1, 3, hh, ww)
@@ -644,34 +644,7 @@ class SparkVSRMethod:
         with ``backbone.path=<directory>``.
         """
         self._require_loaded()
-        import diffusers
-
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        bb = self.backbone
-        bb.transformer.save_pretrained(out / "transformer", safe_serialization=True)
-        bb.vae.model.save_pretrained(out / "vae", safe_serialization=True)
-        (out / "scheduler").mkdir(exist_ok=True)
-        scheduler = {"_class_name": bb.preset.scheduler_class, "_diffusers_version": diffusers.__version__,
-                     **bb.scheduler_config}
-        (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=2))
-        index = {
-            "_class_name": "CogVideoXImageToVideoPipeline",
-            "_diffusers_version": diffusers.__version__,
-            "scheduler": ["diffusers", bb.preset.scheduler_class],
-            "transformer": ["diffusers", type(bb.transformer).__name__],
-            "vae": ["diffusers", type(bb.vae.model).__name__],
-        }
-        base = Path(self.backbone_config.path) if self.backbone_config.path else None
-        if base is not None and (base / "model_index.json").is_file():
-            base_index = json.loads((base / "model_index.json").read_text())
-            for part in ("text_encoder", "tokenizer"):
-                if (base / part).is_dir() and part in base_index:
-                    link = out / part
-                    if not link.exists():
-                        os.symlink((base / part).resolve(), link, target_is_directory=True)
-                    index[part] = base_index[part]
-        (out / "model_index.json").write_text(json.dumps(index, indent=2))
+        out = write_pipeline_folder(self.backbone, directory, "CogVideoXImageToVideoPipeline", self.backbone_config.path)
         logger.info("exported SparkVSR pipeline folder to %s", out)
 
 
@@ -692,33 +665,3 @@ def check_release_tiles(preset: str) -> None:
         raise UserError(f"`method.vae_tiles=release` uses diffusers' default VAE tiles, {tile_h}x{tile_w} px with "
                         f"strides {strides[0]}/{strides[1]} px for preset `{preset}`; diffusers' tiled encode needs "
                         f"strides that are multiples of 8 (the real preset's are 200/288). Use method.vae_tiles=backbone.")
-
-
-def build_perceptual_loss(name: str, device: torch.device):
-    """pyiqa's DISTS or LPIPS as a differentiable loss on ``(N, C, H, W)`` frames in [0, 1] (the
-    release's ``pyiqa.create_metric(name, as_loss=True)``), built without any download.
-
-    Args:
-        name: ``"dists"`` or ``"lpips"``.
-        device: Where the loss runs.
-
-    Raises:
-        UserError: pyiqa is not installed, or the metric's weights are not in the torch hub
-            cache; the message names the files and ``method.<name>_weight=0`` as the way out.
-    """
-    from vsrkit.metrics.pyiqa_adapter import expected_files, import_pyiqa, no_downloads
-
-    key, label = f"method.{name}_weight", name.upper()
-    hint = f"or set {key}=0 to train stage 2 without {label}"
-    try:
-        pyiqa = import_pyiqa(name)
-    except UserError as err:
-        raise UserError(f"{key} > 0: {err}; {hint}.") from None
-    for path, _ in expected_files(name, "", ""):
-        if not path.is_file():
-            raise UserError(f"{key} > 0 needs the {label} weights file {path} (pyiqa looks in "
-                            f"$TORCH_HOME/hub/{path.parent.name}/); vsrkit never downloads. Place it there, {hint}.")
-    with no_downloads(name, ""):
-        metric = pyiqa.create_metric(name, as_loss=True, device=device)
-    metric.requires_grad_(False)
-    return metric

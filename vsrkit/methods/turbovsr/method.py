@@ -32,13 +32,13 @@ import dataclasses
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from vsrkit.backbones.loading import write_pipeline_folder
 from vsrkit.errors import UserError, WeightsError
 from vsrkit.methods.protocol import WindowContext, WindowSpec
 from vsrkit.methods.turbovsr.config import TurboVSRConfig
@@ -877,32 +877,9 @@ class TurboVSRMethod:
         options that fix the step grid in its metadata). Use it with ``backbone.path=<directory>``.
         """
         self._require_loaded()
-        import diffusers
         from safetensors.torch import save_file
 
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        bb = self.backbone
-        bb.transformer.save_pretrained(out / "transformer", safe_serialization=True)
-        bb.vae.model.save_pretrained(out / "vae", safe_serialization=True)
-        (out / "scheduler").mkdir(exist_ok=True)
-        scheduler = {"_class_name": bb.preset.scheduler_class, "_diffusers_version": diffusers.__version__,
-                     **bb.scheduler_config}
-        (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=2))
-        index = {"_class_name": "LTXPipeline", "_diffusers_version": diffusers.__version__,
-                 "scheduler": ["diffusers", bb.preset.scheduler_class],
-                 "transformer": ["diffusers", type(bb.transformer).__name__],
-                 "vae": ["diffusers", type(bb.vae.model).__name__]}
-        base = Path(self.backbone_config.path) if self.backbone_config.path else None
-        if base is not None and (base / "model_index.json").is_file():
-            base_index = json.loads((base / "model_index.json").read_text())
-            for part in ("text_encoder", "tokenizer"):
-                if (base / part).is_dir() and part in base_index:
-                    link = out / part
-                    if not link.exists():
-                        os.symlink((base / part).resolve(), link, target_is_directory=True)
-                    index[part] = base_index[part]
-        (out / "model_index.json").write_text(json.dumps(index, indent=2))
+        out = write_pipeline_folder(self.backbone, directory, "LTXPipeline", self.backbone_config.path)
         adapter = {k: v.detach().float().cpu().contiguous() for k, v in self.model.adapter.state_dict().items()}
         options = json.dumps(dataclasses.asdict(self.config))
         save_file(adapter, str(out / ADAPTER_FILE), metadata={"turbovsr_config": options})
