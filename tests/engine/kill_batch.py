@@ -37,7 +37,13 @@ def main() -> int:
             os._exit(137)
 
     writer.VideoWriter.write = write
+    import vsrkit.cli
     from vsrkit.cli import main as cli
+
+    # The first process to exit makes the launcher SIGTERM the others, whose handler would remove
+    # their partial files (the clean-stop path) before they reach os._exit: under load that race
+    # left one partial instead of two. Here every process dies uncleanly, as under SIGKILL.
+    vsrkit.cli._on_sigterm = lambda signum, frame: os._exit(137)
 
     return cli(sys.argv[1:])
 
