@@ -104,11 +104,11 @@ def test_manual_keyframes_and_a_short_span(clips, method, monkeypatch):
     seen, _ = _recorded_validation(method, monkeypatch, config)
     assert sorted(seen[0]) == [4]
     assert torch.equal(seen[0][4], _unit(gt_frames[4]))
-    # 9 frames are already 8k+1: the release's rule gives [0, 4, 8].
-    lq_source = open_source(str(lq))
-    default = validation_keyframes(ValidationConfig(lq=str(lq), gt=str(gt), max_frames=9), SCALE,
-                                   method.window_spec(), lq_source, 9)
-    assert sorted(default) == [0, 4, 8]
+    # The validated 9 frames (not the clip's 12) are already 8k+1: the release's rule gives [0, 4, 8].
+    seen, _ = _recorded_validation(method, monkeypatch, ValidationConfig(lq=str(lq), gt=str(gt), metrics=["psnr"],
+                                                                         max_frames=9))
+    assert sorted(seen[0]) == [0, 4, 8]
+    assert torch.equal(seen[0][8], _unit(gt_frames[8]))
 
 
 def test_bad_keyframe_settings_fail_before_training(clips, method):
