@@ -207,3 +207,15 @@ def test_infer_refuses_odd_sizes_and_bad_strings_before_loading(real_data, tmp_p
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and "`io.output_size` must be WIDTHxHEIGHT" in lines[0] and "'720p'" in lines[0]
     assert not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_resize_runs_on_the_frames_device_and_matches_the_cpu():
+    # A 4x 540p output brought to 1080p-wide 16:9 crop, on CUDA: same frames as on the CPU
+    # (float32 interpolation; kernels differ only in rounding), and nothing leaves the device.
+    frames = _frames(9, 540 * 2, 960 * 2, seed=7)
+    geometry = OutputGeometry((1080, 1920), (720, 1280), "crop", "bicubic")
+    on_gpu = geometry(frames.cuda())
+    assert on_gpu.device.type == "cuda" and on_gpu.shape == (3, 9, 720, 1280)
+    torch.testing.assert_close(on_gpu.cpu(), geometry(frames), rtol=0, atol=1e-4)
