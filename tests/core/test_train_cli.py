@@ -25,6 +25,9 @@ def test_train_resume_and_validation(real_data, tmp_path):
                    "validation.lq=lq", "validation.gt=gt", "train.validate_every=2", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "validation step 2: psnr=" in first.stdout + first.stderr
+    # SparkVSR takes keyframes: validation is conditioned on gt's frames at the release's
+    # _select_indices of the 3 frames padded to 9 (4 and 8 show frame 2).
+    assert "validation: keyframes from gt at frames [0, 4, 8]" in first.stdout + first.stderr
     assert (tmp_path / "run" / "export").is_dir()
     refused = vsrkit("train", *TINY, f"data.root={real_data}", "train.max_steps=4", "train.output_dir=run", cwd=tmp_path)
     assert refused.returncode == 2 and "train.resume=true" in refused.stderr
@@ -39,3 +42,11 @@ def test_validation_needs_both_clips(tmp_path):
     out = vsrkit("train", *TINY, "train.max_steps=1", "train.output_dir=run", "validation.lq=x", cwd=tmp_path)
     assert out.returncode == 2
     assert "`validation.lq` and `validation.gt` go together" in out.stderr
+
+
+def test_validation_keyframe_settings_are_checked_before_training(tmp_path):
+    out = vsrkit("train", *TINY, "train.max_steps=1", "train.output_dir=run", "validation.lq=x",
+                 "validation.gt=y", "validation.keyframes=manual", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: validation: `validation.keyframe_indices` must list frames for `validation.keyframes=manual`. Got []."]

@@ -39,6 +39,22 @@ def test_bicubic_two_processes_equal_one_with_audio_and_timestamps(real_data, tm
     assert audio_one == audio_two == 1
 
 
+def test_output_size_two_processes_equal_one(real_data, tmp_path):
+    # The shared frames 12-15 are finished by process 1 from process 0's partial sums at the model's
+    # size (640x480) and only then resized to io.output_size; the spool and the frames sent to
+    # process 0 have the target size.
+    clip = real_data / "sczhou_Upscale-A-Video" / "old_animation_1.mp4"
+    common = ["method=bicubic", "scale=2", f"input={clip}", "io.codec=ffv1", "max_frames=24",
+              "engine.window=16", "engine.overlap=4", "io.output_size=500x300"]
+    _ok(infer([*common, f"output={tmp_path / 'one.mkv'}"], tmp_path))
+    _ok(infer([*common, f"output={tmp_path / 'two.mkv'}"], tmp_path, processes=2))
+    one, pts_one, _, _ = decode(tmp_path / "one.mkv")
+    two, pts_two, _, _ = decode(tmp_path / "two.mkv")
+    assert one.shape == two.shape == (24, 300, 500, 3)
+    assert np.array_equal(one, two)
+    assert pts_one == pts_two
+
+
 def test_tiny_sparkvsr_two_processes_equal_one(real_data, tmp_path):
     # 25 frames of a real clip, 48x64 -> 96x128; windows of 9 sharing 1 frame: [0,9) [8,17) [16,25).
     clip = make_clip(tmp_path / "tiny.mkv", [(real_data / "sczhou_Upscale-A-Video" / "old_animation_1.mp4", 25)],

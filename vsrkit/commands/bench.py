@@ -71,6 +71,10 @@ def _run_job(cfg, job_dir: Path) -> dict:
 
     method_name, backbone_name, data_name = hydra_choice("method"), hydra_choice("backbone"), hydra_choice("data")
     engine_cfg, io_cfg = to_dataclass(cfg.engine, "engine"), to_dataclass(cfg.io, "io")
+    if io_cfg.output_size is not None:
+        # Scores compare with ground truth at scale x the input; a resized output would not align.
+        raise UserError(f"`io.output_size={io_cfg.output_size}` is for `vsrkit infer`; `vsrkit bench` scores "
+                        f"outputs at scale x the input against the ground truth. Drop io.output_size.")
     clips = eval_clips(to_dataclass(cfg.data, f"data `{data_name}`"))
     metrics = build_metric_set(cfg.metric)
     method = build_method(cfg, method_name, backbone_name, cfg.scale)

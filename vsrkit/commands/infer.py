@@ -23,8 +23,11 @@ def run(cfg) -> None:
     parse_position(cfg.start, "start")  # a malformed range fails before anything loads
     parse_position(cfg.end, "end")
     pairs = list_inputs(cfg.input, cfg.output)
+    from vsrkit.engine.geometry import check_output_size
+
     for _, dst in pairs:
         check_output(dst, io_cfg.codec)
+        check_output_size(io_cfg, dst)
     if cfg.skip_existing and cfg.overwrite:
         raise UserError("`skip_existing=true` keeps finished outputs and `overwrite=true` replaces them; pass one.")
     if not cfg.overwrite and not cfg.skip_existing:

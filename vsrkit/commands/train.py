@@ -31,7 +31,7 @@ def run(cfg) -> None:
     if validation.lq is not None:
         from vsrkit.engine.run_infer import validation_hook
 
-        validate = validation_hook(validation, cfg.scale)
+        validate = validation_hook(validation, cfg.scale, spec=method.window_spec())
         if not train_cfg.validate_every:
             raise UserError("`validation.lq` is set but `train.validate_every` is 0; set train.validate_every=N.")
     result = run_training(method, dataset, train_cfg, seed=cfg.seed, run_config=OmegaConf.to_container(cfg, resolve=True),

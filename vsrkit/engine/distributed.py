@@ -396,7 +396,13 @@ def upscale_file_split(procs: Processes, runner: WindowRunner, src: Path, dst: P
         procs.log("process %d has no segment of %s (too few windows to share)", procs.rank, src.name)
         return None
     segment = segments[procs.rank]
-    frame_shape = (info.height * runner.spec.scale, info.width * runner.spec.scale, 3)
+    model_hw = (info.height * runner.spec.scale, info.width * runner.spec.scale)  # what windows compute
+    geometry = job.output_geometry(runner.spec.scale, io_cfg)  # io.output_size, applied before quantising
+
+    def finished(frames: torch.Tensor) -> torch.Tensor:
+        return frames if geometry is None else geometry(frames)
+
+    frame_shape = (*(model_hw if geometry is None else geometry.target_hw), 3)  # frames written
     device = runner.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -422,7 +428,7 @@ def upscale_file_split(procs: Processes, runner: WindowRunner, src: Path, dst: P
                     BackgroundWriter(writer) as sink:
                 with Prefetcher(decoded) as chunks:
                     for frames, pts in produce(chunks):
-                        sink.write(model_to_frames(frames, info.dtype), pts=job.output_pts(pts))
+                        sink.write(model_to_frames(finished(frames), info.dtype), pts=job.output_pts(pts))
                         written += frames.shape[1]
                         if streaming:  # window runs report finished frames themselves
                             runner.progress.frames_finished(written)
@@ -450,14 +456,15 @@ def upscale_file_split(procs: Processes, runner: WindowRunner, src: Path, dst: P
     try:
         with BackgroundWriter(spool) as sink, Prefetcher(decoded) as chunks:
             for frames, pts in produce(chunks):
-                sink.write(model_to_frames(frames, info.dtype), pts=pts)
+                sink.write(model_to_frames(finished(frames), info.dtype), pts=pts)
         seconds = time.perf_counter() - started
         pending_send = _hand_over_tail(procs, run, segments, wait=False)
         lead = None
         if run is not None and segment.shared_until > segment.start:
             n = segment.shared_until - segment.start
-            partial = procs.recv((3, n, frame_shape[0], frame_shape[1]), torch.float32, procs.rank - 1)
-            lead = model_to_frames(finish_shared(partial.to(device), run.lead_parts, segment.start), info.dtype)
+            partial = procs.recv((3, n, *model_hw), torch.float32, procs.rank - 1)
+            lead = model_to_frames(finished(finish_shared(partial.to(device), run.lead_parts, segment.start)),
+                                   info.dtype)
         if pending_send is not None:
             pending_send.wait()
         if lead is not None:

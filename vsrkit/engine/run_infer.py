@@ -158,11 +158,13 @@ def open_writer(dst: Path, info, scale: int, io_cfg: IOConfig, overwrite: bool, 
                 names: list[str] | None = None, audio_start: Fraction | None = None,
                 audio_origin: Fraction = Fraction(0)):
     """The writer for ``dst``: a video file, an image, or a frames folder (no suffix) whose files are
-    called ``names`` (the input frames' names) when given. ``audio_start`` / ``audio_origin``: see
+    called ``names`` (the input frames' names) when given. Frames are ``scale`` times the input, or
+    ``io.output_size`` (:mod:`vsrkit.engine.geometry`). ``audio_start`` / ``audio_origin``: see
     :class:`vsrkit.io.VideoWriter` (a segment's audio)."""
+    from vsrkit.engine.geometry import output_hw
     from vsrkit.io import FramesWriter, VideoWriter, is_video
 
-    width, height = info.width * scale, info.height * scale
+    height, width = output_hw(io_cfg, (info.height * scale, info.width * scale))
     if is_video(dst):
         fps = info.fps if info.fps is not None else parse_fps(io_cfg.frames_fps)
         return VideoWriter(
@@ -303,6 +305,13 @@ class OpenedInput:
             return None
         return [p - self.pts_offset for p in pts]
 
+    def output_geometry(self, scale: int, io_cfg: IOConfig):
+        """What turns the method's frames (``scale`` times the input) into the written ones
+        (``io.output_size``), or None when they are written as they are."""
+        from vsrkit.engine.geometry import output_geometry
+
+        return output_geometry(io_cfg, (self.info.height * scale, self.info.width * scale))
+
     def open_writer(self, dst: Path, scale: int, io_cfg: IOConfig, overwrite: bool):
         """The writer of ``dst`` (:func:`open_writer`) for this span: frame names, audio cut to match."""
         span = self.span
@@ -389,12 +398,15 @@ def upscale_file(runner: WindowRunner, src: Path, dst: Path, *, io_cfg: IOConfig
     started = time.perf_counter()
     written = 0
     streaming = is_streaming(runner.method)
+    geometry = job.output_geometry(runner.spec.scale, io_cfg)
     try:
         # Decoding and encoding run in their own threads beside the method (vsrkit.engine.overlap).
         with job.open_writer(dst, runner.spec.scale, io_cfg, overwrite) as writer, BackgroundWriter(writer) as sink, \
                 Prefetcher(job.chunks(decode_chunk)) as chunks:
             for frames, pts in upscale_frames(runner, chunks, num_frames, job.keyframes, overlap_stages=False,
                                               on_stage=runner.progress.stage):
+                if geometry is not None:
+                    frames = geometry(frames)
                 sink.write(model_to_frames(frames, info.dtype), pts=job.output_pts(pts))
                 written += frames.shape[1]
                 if streaming:  # windowed runs report finished frames from upscale_stream
@@ -415,11 +427,49 @@ def summary_line(stats: FileStats, notes: list[str] = ()) -> str:
             + "".join(f"; {note}" for note in [*stats.notes, *notes]))
 
 
-def validation_hook(config, scale: int):
+def validation_keyframes(config, scale: int, spec, lq_source, num_frames: int) -> dict | None:
+    """The keyframes a validation run of a keyframe-conditioned method gets: ``config.gt``'s frames
+    at the ``config.keyframes`` selector's indices, made by the same code as ``vsrkit infer``'s
+    ``keyframes.source=gt`` (:func:`keyframes_from_config`), on the validated frames padded to the
+    method's frame rule. None when the method takes no keyframes or ``validation.keyframes=none``.
+
+    Args:
+        config: The ``validation`` settings (:class:`vsrkit.engine.settings.ValidationConfig`).
+        scale: Upscaling factor.
+        spec: The method's :class:`~vsrkit.methods.protocol.WindowSpec`.
+        lq_source: The opened ``config.lq``.
+        num_frames: Frames validated (the first ``config.max_frames``).
+
+    Returns:
+        ``{frame index: (3, H*s, W*s) float32 tensor in [-1, 1] on the CPU}`` or None.
+
+    Raises:
+        UserError: An unknown selector, indices that do not fit the clip, an unreadable ``gt``.
+    """
+    if not spec.uses_keyframes or config.keyframes == "none":
+        return None
+    from omegaconf import OmegaConf
+
+    from vsrkit.engine.keyframes import KeyframesConfig
+
+    node = OmegaConf.structured(KeyframesConfig(selector=config.keyframes, source="gt", gt=str(config.gt),
+                                                indices=list(config.keyframe_indices)))
+    make = keyframes_from_config(node, scale, padded_length=spec.padded_length)
+    try:
+        return make(lq_source, num_frames, 0)
+    except UserError as err:
+        raise UserError(f"validation.keyframes={config.keyframes} on the {num_frames} validated frames of "
+                        f"{config.lq}: {err}") from None
+
+
+def validation_hook(config, scale: int, spec=None):
     """``validate(method, step) -> {metric: mean}`` for :func:`vsrkit.engine.train.run_training`.
 
     Upscales the first ``config.max_frames`` frames of ``config.lq`` with the method being trained
     (the engine's windows and padding, no file written) and scores them against ``config.gt``.
+    When ``spec`` (the method's window spec) says the method takes keyframes, the run is
+    conditioned on ``config.gt``'s frames at the ``config.keyframes`` indices
+    (:func:`validation_keyframes`, made once, here, so a bad setting fails before training).
     """
     import numpy as np
 
@@ -430,12 +480,15 @@ def validation_hook(config, scale: int):
     metrics = build_metrics(config.metrics)
     lq_source, gt_source = open_source(config.lq), open_source(config.gt)
     num_frames = min(lq_source.info.num_frames, config.max_frames)
+    keyframes = validation_keyframes(config, scale, spec, lq_source, num_frames) if spec is not None else None
+    if keyframes:
+        logger.info("validation: keyframes from %s at frames %s", config.gt, sorted(keyframes))
 
     def validate(method, step: int) -> dict:
         device = next((p.device for p in method.trainable_parameters()), torch.device("cpu"))
         runner = WindowRunner(method, method.window_spec(), device)
         chunks = lq_source.chunks(16, max_frames=num_frames)
-        pred = (model_to_frames(out, np.uint8) for out, _ in upscale_frames(runner, chunks, num_frames))
+        pred = (model_to_frames(out, np.uint8) for out, _ in upscale_frames(runner, chunks, num_frames, keyframes))
         gt = (c.frames for c in gt_source.chunks(16, max_frames=num_frames))
         scores = evaluate_pair(pred, gt, metrics, name=f"step {step}")
         return {k: float(v) for k, v in scores.mean.items()}

@@ -61,6 +61,15 @@ class IOConfig:
         on_truncated: What to do with an input whose decoding stops early (cut-off download,
             damaged file): ``keep`` upscales the frames that decode and says so in the log and the
             summary; ``error`` stops with exit status 2 and writes nothing.
+        output_size: Write frames of exactly this size, ``WIDTHxHEIGHT`` (``1280x720``), instead of
+            ``scale`` times the input; the method's output is resized on the device, frame batch by
+            frame batch (:mod:`vsrkit.engine.geometry`). The SparkVSR release's
+            ``--output_resolution H W``. ``None``: ``scale`` times the input. An odd size needs a
+            4:4:4 or RGB output (``io.pix_fmt=yuv444p`` or ``io.codec=ffv1``) for video files.
+        output_fit: How the output reaches ``output_size``: ``crop`` (the release's: scale to cover,
+            centre-crop), ``pad`` (scale to fit, centre on black) or ``stretch`` (ignore the aspect).
+        output_filter: Interpolation of that resize: ``bilinear`` (the release's ``--upscale_mode``
+            default), ``bicubic``, ``area`` or ``nearest``; bilinear/bicubic antialias when shrinking.
     """
 
     codec: str = "h264"
@@ -69,8 +78,18 @@ class IOConfig:
     audio: bool = True
     frames_fps: str = "24"
     on_truncated: str = "keep"
+    output_size: Optional[str] = None
+    output_fit: str = "crop"
+    output_filter: str = "bilinear"
 
     def __post_init__(self):
+        from vsrkit.engine.geometry import FILTERS, FITS, parse_output_size
+
+        parse_output_size(self.output_size)
+        if self.output_fit not in FITS:
+            raise ValueError(f"`io.output_fit` must be one of {FITS}. Got {self.output_fit}.")
+        if self.output_filter not in FILTERS:
+            raise ValueError(f"`io.output_filter` must be one of {FILTERS}. Got {self.output_filter}.")
         if self.on_truncated not in ("keep", "error"):
             raise ValueError(f"`io.on_truncated` must be one of ['keep', 'error']. Got {self.on_truncated}.")
         if self.codec not in ("h264", "h265", "ffv1"):
@@ -88,12 +107,24 @@ class ValidationConfig:
         gt: Its ground truth (same frame count, ``scale`` times the size).
         metrics: Registered metric names scored on the upscaled clip (defaults of each metric).
         max_frames: Frames of the clip used (validation cost grows with it).
+        keyframes: For methods that take keyframes (``WindowSpec.uses_keyframes``, e.g. SparkVSR):
+            the keyframe selector (``vsrkit.engine.keyframes``) whose frames of ``gt`` condition
+            the validation run, the same way ``keyframes.source=gt`` does at inference.
+            ``first_middle_last`` (default: the release's ``_select_indices`` on the validated frames
+            padded to the method's frame rule, the GT frames its trainers save for validation),
+            ``manual`` (``keyframe_indices``), ``random``, or ``none`` (unconditioned; what the
+            released trainers' validation loop runs, its index list being empty). Ignored for
+            methods without keyframes.
+        keyframe_indices: ``keyframes=manual``: 0-based frame indices of the validated frames
+            (any two at least 4 apart).
     """
 
     lq: Optional[str] = None
     gt: Optional[str] = None
     metrics: List[str] = field(default_factory=lambda: ["psnr", "ssim"])
     max_frames: int = 9
+    keyframes: str = "first_middle_last"
+    keyframe_indices: List[int] = field(default_factory=list)
 
     def __post_init__(self):
         if (self.lq is None) != (self.gt is None):
@@ -101,6 +132,12 @@ class ValidationConfig:
         if self.max_frames < 1:
             raise ValueError(f"`validation.max_frames` must be >= 1. Got {self.max_frames}.")
         self.metrics = [str(m) for m in self.metrics]
+        self.keyframe_indices = [int(i) for i in self.keyframe_indices]
+        if self.keyframes == "manual" and not self.keyframe_indices:
+            raise ValueError("`validation.keyframe_indices` must list frames for `validation.keyframes=manual`. Got [].")
+        if self.keyframe_indices and self.keyframes != "manual":
+            raise ValueError(f"`validation.keyframe_indices` is for `validation.keyframes=manual`; "
+                             f"got validation.keyframes={self.keyframes}.")
 
 
 def register_settings_schemas(store) -> None:
