@@ -83,21 +83,10 @@ def random_prompt_cache(cache_root: Path, preset_name: str | None, prompts: list
     """Write a random embedding for each prompt where the preset's cache looks (VSRKIT_CACHE)."""
     if preset_name is None:
         return
-    import torch
-    from safetensors.torch import save_file
+    sys.path.insert(0, str(REPO / "tools"))
+    from random_prompt_cache import write_random_embeddings
 
-    from vsrkit.backbones.presets import get_preset
-    from vsrkit.backbones.text import PromptEncoder
-
-    preset = get_preset(preset_name)
-    encoder = PromptEncoder(preset, cache_dir=cache_root / "prompt_embeds")
-    for text in prompts:
-        path = encoder.cache_file(text)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        g = torch.Generator().manual_seed(0)
-        embeds = torch.randn(1, preset.text.max_length, preset.text.dim, generator=g).to(torch.bfloat16)
-        save_file({"prompt_embedding": embeds, "attention_mask": torch.ones(1, preset.text.max_length, dtype=torch.int64)},
-                  str(path))
+    write_random_embeddings(preset_name, cache_root / "prompt_embeds", prompts, overwrite=True)
 
 
 def _random_weights_flag(method: str, overrides: list[str]) -> list[str]:

@@ -18,32 +18,29 @@ import sys
 from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", required=True, help="backbone preset, e.g. ltx-video-2b")
-    parser.add_argument("--dir", required=True, type=Path, help="prompt cache folder (backbone.prompt_cache_dir)")
-    parser.add_argument("--text", action="append", default=None, help="prompt text (repeatable; default: '')")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
+def write_random_embeddings(preset_name: str, cache_dir: Path, texts: list[str], seed: int = 0,
+                            overwrite: bool = False) -> list[tuple[Path, bool]]:
+    """Write a random embedding for each text where ``PromptEncoder(preset, cache_dir)`` looks.
 
+    Returns ``(path, written)`` per text (``written`` False: an existing file was kept).
+
+    Raises:
+        KeyError: Unknown preset.
+    """
     import torch
     from safetensors.torch import save_file
 
     from vsrkit.backbones.presets import get_preset
     from vsrkit.backbones.text import PromptEncoder
 
-    try:
-        preset = get_preset(args.preset)
-    except KeyError as err:
-        print(f"error: {err.args[0]}", file=sys.stderr)
-        return 2
-    encoder = PromptEncoder(preset, args.dir)
-    generator = torch.Generator().manual_seed(args.seed)
-    for text in args.text or [""]:
+    preset = get_preset(preset_name)
+    encoder = PromptEncoder(preset, cache_dir)
+    generator = torch.Generator().manual_seed(seed)
+    done = []
+    for text in texts:
         path = encoder.cache_file(text)
-        if path.exists() and not args.overwrite:
-            print(f"kept {path}")
+        if path.exists() and not overwrite:
+            done.append((path, False))
             continue
         length, dim = preset.text.max_length, preset.text.dim
         embeds = torch.randn(1, length, dim, generator=generator) * 0.15
@@ -53,7 +50,26 @@ def main(argv: list[str] | None = None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({"prompt_embedding": embeds.to(torch.bfloat16).float(), "attention_mask": mask}, str(path),
                   metadata={"text": text, "random": "true"})
-        print(f"wrote {path}")
+        done.append((path, True))
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", required=True, help="backbone preset, e.g. ltx-video-2b")
+    parser.add_argument("--dir", required=True, type=Path, help="prompt cache folder (backbone.prompt_cache_dir)")
+    parser.add_argument("--text", action="append", default=None, help="prompt text (repeatable; default: '')")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+
+    try:
+        done = write_random_embeddings(args.preset, args.dir, args.text or [""], args.seed, args.overwrite)
+    except KeyError as err:
+        print(f"error: {err.args[0]}", file=sys.stderr)
+        return 2
+    for path, written in done:
+        print(f"{'wrote' if written else 'kept'} {path}")
     return 0
 
 
