@@ -88,6 +88,37 @@ def test_engine_pads_to_spec_and_reindexes_keyframes():
     assert [c[2] for c in method.calls] == [[0, 12], [4, 16], [8]]
 
 
+class _KeepingMethod(_RecordingMethod):
+    """Also keeps the LR window and the keyframes it was given."""
+
+    def upscale(self, lq, context: WindowContext):
+        self.inputs = (lq.clone(), {k: v.clone() for k, v in context.keyframes.items()})
+        return super().upscale(lq, context)
+
+
+@pytest.mark.parametrize("mode", ["constant", "replicate"])
+def test_spatial_padding_is_black_or_the_edge_and_time_padding_repeats_the_last_frame(mode):
+    """SparkVSR pads with ``constant``: black, -1 in the model's range, as the release's ``F.pad`` of
+    [0, 255] frames with 0; keyframes the same way. ``replicate`` repeats the edge pixels."""
+    spec = WindowSpec(scale=2, frame_multiple=8, frame_offset=1, spatial_multiple=16, pad_mode=mode)
+    method = _KeepingMethod(spec)
+    frames = np.random.default_rng(1).integers(1, 255, (5, 20, 18, 3), dtype=np.uint8)
+    _stream(method, frames, keyframes={0: torch.full((3, 40, 36), 0.5)})
+    lq, keyframes = method.inputs
+    assert tuple(lq.shape) == (1, 3, 9, 32, 32)
+    real = frames_to_model(frames)[0]
+    assert torch.equal(lq[0, :, :5, :20, :18], real)
+    assert torch.equal(lq[0, :, 5:], lq[0, :, 4:5].expand(-1, 4, -1, -1))  # 5 frames -> 8k+1 = 9
+    if mode == "constant":
+        assert bool((lq[0, :, :, 20:] == -1).all()) and bool((lq[0, :, :, :, 18:] == -1).all())
+        assert bool((keyframes[0][:, 40:] == -1).all()) and bool((keyframes[0][:, :, 36:] == -1).all())
+    else:
+        assert torch.equal(lq[0, :, :5, 20:, :18], real[:, :, 19:20].expand(-1, -1, 12, -1))
+        assert torch.equal(lq[0, :, :5, :20, 18:], real[:, :, :, 17:18].expand(-1, -1, -1, 14))
+        assert bool((keyframes[0][:, 40:] == 0.5).all())
+    assert bool((keyframes[0][:, :40, :36] == 0.5).all())
+
+
 def test_linear_blend_mixes_overlapping_windows():
     spec = WindowSpec(scale=1, window=4, overlap=2)
 
