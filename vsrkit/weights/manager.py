@@ -65,8 +65,6 @@ def model_path(package: WeightsPackage, model: str) -> Path:
 def content_sha256(state: dict) -> str:
     """sha256 over a state dict's names, dtypes, shapes and little-endian bytes, in sorted key
     order: the same for the same tensors whatever file format or library version stored them."""
-    import numpy as np
-
     digest = hashlib.sha256()
     for key in sorted(state):
         tensor = state[key].detach().cpu().contiguous()

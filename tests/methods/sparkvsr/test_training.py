@@ -7,26 +7,13 @@ import math
 import pytest
 import torch
 
+from sparkvsr_train_helpers import TINY
+from sparkvsr_train_helpers import trainer as _trainer
+from sparkvsr_train_helpers import training_batch as _batch
 from vsrkit.backbones import BackboneConfig
 from vsrkit.errors import UserError
 from vsrkit.methods.sparkvsr.config import SparkVSRConfig
 from vsrkit.methods.sparkvsr.method import SparkVSRMethod, augment_keyframe, training_keyframe_indices
-
-TINY = BackboneConfig(preset="cogvideox1.5-5b-i2v-tiny", family="cogvideox", dtype="fp32")
-
-
-def _trainer(**overrides) -> SparkVSRMethod:
-    method = SparkVSRMethod(SparkVSRConfig(**overrides), backbone=TINY, scale=4)
-    method.setup_training(torch.device("cpu"))
-    return method
-
-
-def _batch(t: int, is_image=(False, False), step=0, seed=0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    b = len(is_image)
-    return {"hq": torch.rand(b, 3, t, 32, 48, generator=g) * 2 - 1,
-            "lq": torch.rand(b, 3, t, 8, 12, generator=g) * 2 - 1,
-            "is_image": torch.tensor(is_image), "index": torch.arange(b) + 5, "step": step}
 
 
 def _one_step(method, batch):

@@ -17,29 +17,15 @@ import torch
 import torch.nn.functional as F
 
 import sparkvsr_release as release
-from vsrkit.backbones import BackboneConfig
+from sparkvsr_train_helpers import trainer as _trainer
+from sparkvsr_train_helpers import training_batch as _batch
 from vsrkit.errors import UserError
 from vsrkit.methods.sparkvsr.config import SparkVSRConfig
-from vsrkit.methods.sparkvsr.method import SparkVSRMethod, augment_keyframe, sobel_edges, training_keyframe_indices
+from vsrkit.methods.sparkvsr.method import augment_keyframe, sobel_edges, training_keyframe_indices
 
-TINY = BackboneConfig(preset="cogvideox1.5-5b-i2v-tiny", family="cogvideox", dtype="fp32")
 # Augmentation off, posterior mode: keyframes are the plain ground-truth frames.
 EXACT = dict(posterior="mode", keyframe_dropout=0.0, keyframe_jitter_p=0.0, keyframe_blur_p=0.0,
              keyframe_noise_std=0.0)
-
-
-def _trainer(**overrides) -> SparkVSRMethod:
-    method = SparkVSRMethod(SparkVSRConfig(**overrides), backbone=TINY, scale=4)
-    method.setup_training(torch.device("cpu"))
-    return method
-
-
-def _batch(t: int, is_image=(False, False), step=0, seed=0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    b = len(is_image)
-    return {"hq": torch.rand(b, 3, t, 32, 48, generator=g) * 2 - 1,
-            "lq": torch.rand(b, 3, t, 8, 12, generator=g) * 2 - 1,
-            "is_image": torch.tensor(is_image), "index": torch.arange(b) + 5, "step": step}
 
 
 def _step(method, batch):

@@ -38,6 +38,7 @@ from torch import nn
 
 from vsrkit.backbones import convert, loading, runtime
 from vsrkit.errors import UserError, WeightsError
+from vsrkit.methods.shared import sample_seed, upsample_frames
 from vsrkit.methods.protocol import OptimizerGroup, WindowContext, WindowSpec
 from vsrkit.methods.pssr.config import PSSRConfig
 from vsrkit.methods.pssr.convert import build_lpips, draft_state_to_release, load_draft_state, lora_state_to_release
@@ -52,7 +53,6 @@ HR_MULTIPLE = 16
 # Pixels per latent pixel of the Wan VAE (the pixel losses' crop: 20 latents = 160 pixels).
 VAE_SCALE = 8
 GENERATOR, FAKE_SCORE = "generator", "fake_score"
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,30 +101,9 @@ def video_fdu(consistent: torch.Tensor, sharp: torch.Tensor, config: PSSRConfig)
     return (fdu(*flat) * 2.0 - 1.0).reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)
 
 
-# Copied from vsrkit.methods.sparkvsr.method.upsample_frames (methods import no other method).
-def upsample_frames(video: torch.Tensor, size: tuple, mode: str = "bilinear") -> torch.Tensor:
-    """Resize every frame of ``(B, C, T, h, w)`` to ``size`` (``align_corners=False``)."""
-    b, c, t, h, w = video.shape
-    if (h, w) == tuple(size):
-        return video
-    flat = video.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
-    flat = F.interpolate(flat, size=tuple(size), mode=mode, **kwargs)
-    return flat.reshape(b, t, c, *size).permute(0, 2, 1, 3, 4)
-
-
 def lr_spatial_multiple(scale: int) -> int:
     """Smallest LR multiple whose upscaled size is a multiple of 16 (4 at x4)."""
     return HR_MULTIPLE // math.gcd(HR_MULTIPLE, scale)
-
-
-# Copied from vsrkit.methods.sparkvsr.method.sample_seed.
-def sample_seed(*parts: int) -> int:
-    """A 63-bit seed mixed from integers (step, sample index ...), identical on every platform."""
-    value = 0x243F6A8885A308D3
-    for part in parts:
-        value = (value ^ (int(part) & 0xFFFFFFFFFFFFFFFF)) * 0x100000001B3 % (1 << 64)
-    return value & ((1 << 63) - 1)
 
 
 def fake_score_weights(timesteps: torch.Tensor) -> torch.Tensor:
@@ -783,7 +762,6 @@ class PSSRMethod:
         (t_b, s_b), (_, s_next) = steps[0], steps[1]
         v, features = self.base_velocity(torch.cat([p["z_lr"], p["z_lr"]], dim=1), t_b, p["embeds"], capture=True)
         z = p["z_lr"] - (s_b - s_next) * v
-        features = [f.detach() for f in features]
         for i in range(upto):
             (t_i, s_i), (_, s_next) = steps[i + 1], steps[i + 2]
             v = self.draft_velocity(torch.cat([z, self.condition(p["z_lr"])], dim=1), t_i, p["embeds"], features)

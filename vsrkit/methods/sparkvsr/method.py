@@ -27,16 +27,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from vsrkit.backbones.loading import write_pipeline_folder
 from vsrkit.errors import UserError, WeightsError
+from vsrkit.methods.shared import sample_seed, upsample_frames
 from vsrkit.methods.protocol import WindowContext, WindowSpec
-from vsrkit.metrics.pyiqa_adapter import build_perceptual_loss
 from vsrkit.methods.sparkvsr.config import SparkVSRConfig
+from vsrkit.metrics.pyiqa_adapter import build_perceptual_loss
 
 logger = logging.getLogger(__name__)
 
@@ -147,18 +147,6 @@ def prepend_first_frames(x: torch.Tensor, copies: int) -> torch.Tensor:
     return torch.cat([x[:, :, :1].expand(-1, -1, copies, -1, -1), x], dim=2)
 
 
-def upsample_frames(video: torch.Tensor, size: tuple, mode: str = "bilinear") -> torch.Tensor:
-    """Resize every frame of ``(B, C, T, h, w)`` to ``size`` (release: ``F.interpolate`` with
-    ``align_corners=False`` on the frames, bilinear by default)."""
-    b, c, t, h, w = video.shape
-    if (h, w) == tuple(size):
-        return video
-    flat = video.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
-    flat = F.interpolate(flat, size=tuple(size), mode=mode, **kwargs)
-    return flat.reshape(b, t, c, *size).permute(0, 2, 1, 3, 4)
-
-
 def lr_spatial_multiple(scale: int) -> int:
     """Smallest LR multiple whose upscaled size is a multiple of 16 (4 at x4, as the release pads)."""
     return HR_MULTIPLE // math.gcd(HR_MULTIPLE, scale)
@@ -224,14 +212,6 @@ def augment_keyframe(image: torch.Tensor, generator: torch.Generator, config: Sp
     x = (x * 2.0 - 1.0).clamp(-1.0, 1.0)
     noise = torch.randn(x.shape, generator=generator).to(device)
     return x + config.keyframe_noise_std * noise
-
-
-def sample_seed(*parts: int) -> int:
-    """A 63-bit seed mixed from integers (step, sample index ...), identical on every platform."""
-    value = 0x243F6A8885A308D3
-    for part in parts:
-        value = (value ^ (int(part) & 0xFFFFFFFFFFFFFFFF)) * 0x100000001B3 % (1 << 64)
-    return value & ((1 << 63) - 1)
 
 
 # --------------------------------------------------------------------------------------------

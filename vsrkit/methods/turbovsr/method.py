@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from vsrkit.backbones.loading import write_pipeline_folder
 from vsrkit.errors import UserError, WeightsError
+from vsrkit.methods.shared import sample_seed, upsample_frames
 from vsrkit.methods.protocol import WindowContext, WindowSpec
 from vsrkit.methods.turbovsr.config import TurboVSRConfig
 
@@ -325,28 +325,6 @@ def decode_in_chunks(decode: Callable, z: torch.Tensor, chunk: int, overlap: int
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
-
-
-# Copied from vsrkit.methods.sparkvsr.method.upsample_frames
-def upsample_frames(video: torch.Tensor, size: tuple, mode: str = "bilinear") -> torch.Tensor:
-    """Resize every frame of ``(B, C, T, h, w)`` to ``size`` (release: ``F.interpolate`` with
-    ``align_corners=False`` on the frames, bilinear by default)."""
-    b, c, t, h, w = video.shape
-    if (h, w) == tuple(size):
-        return video
-    flat = video.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
-    flat = F.interpolate(flat, size=tuple(size), mode=mode, **kwargs)
-    return flat.reshape(b, t, c, *size).permute(0, 2, 1, 3, 4)
-
-
-# Copied from vsrkit.methods.sparkvsr.method.sample_seed
-def sample_seed(*parts: int) -> int:
-    """A 63-bit seed mixed from integers (step, sample index ...), identical on every platform."""
-    value = 0x243F6A8885A308D3
-    for part in parts:
-        value = (value ^ (int(part) & 0xFFFFFFFFFFFFFFFF)) * 0x100000001B3 % (1 << 64)
-    return value & ((1 << 63) - 1)
 
 
 def lr_spatial_multiple(scale: int) -> int:
