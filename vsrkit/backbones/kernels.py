@@ -228,8 +228,11 @@ def group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None = N
 
 # --- channel RMS norm (the Wan VAE's WanRMS_norm) ----------------------------------------------
 
-# Positions per Triton program of the channel RMS norm (module attribute so tests can shrink it).
+# Positions per Triton program of the channel RMS norm on channels-first activations, and
+# elements (positions x channels, padded to a power of two) per program on channels-last ones
+# (module attributes so tests can shrink them).
 RMS_BLOCK = 1024
+RMS_TILE = 4096
 
 
 def reference_rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float = 1e-12, silu: bool = False) -> torch.Tensor:
@@ -240,17 +243,40 @@ def reference_rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float = 1e-12, 
     return (F.silu(y) if silu else y).to(x.dtype)
 
 
+def _planes_contiguous(t: torch.Tensor) -> bool:
+    """Each channel's (t, h, w) plane of a 5-D tensor is one contiguous run."""
+    _, _, frames, height, width = t.shape
+    return ((width == 1 or t.stride(4) == 1) and (height == 1 or t.stride(3) == width)
+            and (frames == 1 or t.stride(2) == height * width))
+
+
 def _triton_rms_norm(x, gain, eps, silu, out):
     kernels = _triton()
     if out is None:
-        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        # Channels-last in, channels-last out (the fused Wan VAE keeps that layout for cuDNN).
+        layout = torch.channels_last_3d if x.dim() == 5 and x.stride(1) == 1 and x.shape[1] > 1 else None
+        layout = torch.channels_last if x.dim() == 4 and x.stride(1) == 1 and x.shape[1] > 1 else layout
+        out = torch.empty_like(x, memory_format=layout or torch.contiguous_format)
     x5 = x if x.dim() == 5 else x.unsqueeze(2)
     o5 = out if out.dim() == 5 else out.unsqueeze(2)
     batch, channels, frames, height, width = x5.shape
     positions = frames * height * width
-    kernels.rms_norm_channels[(kernels.triton.cdiv(positions, RMS_BLOCK), batch)](
-        x5, o5, gain.float().contiguous(), channels, positions, height * width, width,
-        *x5.stride(), *o5.stride(), eps, SILU=silu, BLOCK=RMS_BLOCK)
+    gain = gain.float().contiguous()
+    if channels > 1 and x5.stride(1) == 1 and o5.stride(1) == 1:
+        cblock = kernels.triton.next_power_of_2(channels)
+        rows = max(1, RMS_TILE // cblock)
+        kernels.rms_norm_rows[(kernels.triton.cdiv(positions, rows), batch)](
+            x5, o5, gain, channels, positions, height * width, width,
+            x5.stride(0), *x5.stride()[2:], o5.stride(0), *o5.stride()[2:], eps,
+            SILU=silu, ROWS=rows, CBLOCK=cblock)
+    elif _planes_contiguous(x5) and _planes_contiguous(o5):
+        kernels.rms_norm_planes[(kernels.triton.cdiv(positions, RMS_BLOCK), batch)](
+            x5, o5, gain, channels, positions, x5.stride(0), x5.stride(1), o5.stride(0), o5.stride(1), eps,
+            SILU=silu, BLOCK=RMS_BLOCK)
+    else:
+        kernels.rms_norm_channels[(kernels.triton.cdiv(positions, RMS_BLOCK), batch)](
+            x5, o5, gain, channels, positions, height * width, width,
+            *x5.stride(), *o5.stride(), eps, SILU=silu, BLOCK=RMS_BLOCK)
     return out
 
 

@@ -114,3 +114,61 @@ def rms_norm_channels(x_ptr, out_ptr, gain_ptr, channels, positions, plane, widt
         tl.store(o_c, y.to(out_ptr.dtype.element_ty), mask=mask)
         x_c += sx_c
         o_c += so_c
+
+
+@triton.jit
+def rms_norm_planes(x_ptr, out_ptr, gain_ptr, channels, positions, sx_b, sx_c, so_b, so_c, eps,
+                    SILU: tl.constexpr, BLOCK: tl.constexpr):
+    """:func:`rms_norm_channels` where each channel's (t, h, w) plane is contiguous in ``x`` and
+    ``out`` (channels-first, or a time slice of such a buffer): the offsets are ``p`` itself, so
+    Triton sees contiguous runs and issues vector loads (the general kernel's index arithmetic
+    hides that and falls back to 2-byte loads)."""
+    b = tl.program_id(1).to(tl.int64)
+    p = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = p < positions
+    x_base = x_ptr + b * sx_b + p
+    o_base = out_ptr + b * so_b + p
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    x_c = x_base
+    for c in range(0, channels):
+        v = tl.load(x_c, mask=mask, other=0.0).to(tl.float32)
+        acc += v * v
+        x_c += sx_c
+    norm = tl.maximum(tl.sqrt(acc), eps)
+    x_c = x_base
+    o_c = o_base
+    for c in range(0, channels):
+        v = tl.load(x_c, mask=mask, other=0.0).to(tl.float32)
+        g = tl.load(gain_ptr + c)
+        y = v / norm * g
+        if SILU:
+            y = y * tl.sigmoid(y)
+        tl.store(o_c, y.to(out_ptr.dtype.element_ty), mask=mask)
+        x_c += sx_c
+        o_c += so_c
+
+
+@triton.jit
+def rms_norm_rows(x_ptr, out_ptr, gain_ptr, channels, positions, plane, width,
+                  sx_b, sx_t, sx_h, sx_w, so_b, so_t, so_h, so_w, eps,
+                  SILU: tl.constexpr, ROWS: tl.constexpr, CBLOCK: tl.constexpr):
+    """:func:`rms_norm_channels` for channels-last ``x`` and ``out`` (channel stride 1): ROWS
+    positions x all channels as one tile, read once; each position's channels are one contiguous
+    vector load."""
+    b = tl.program_id(1).to(tl.int64)
+    p = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    c = tl.arange(0, CBLOCK)
+    mask = (p < positions)[:, None] & (c < channels)[None, :]
+    t = p // plane
+    rest = p - t * plane
+    h = rest // width
+    w = rest - h * width
+    x_rows = x_ptr + b * sx_b + t * sx_t + h * sx_h + w * sx_w
+    v = tl.load(x_rows[:, None] + c[None, :], mask=mask, other=0.0).to(tl.float32)
+    norm = tl.maximum(tl.sqrt(tl.sum(v * v, axis=1)), eps)
+    g = tl.load(gain_ptr + c, mask=c < channels, other=0.0)
+    y = v / norm[:, None] * g[None, :]
+    if SILU:
+        y = y * tl.sigmoid(y)
+    o_rows = out_ptr + b * so_b + t * so_t + h * so_h + w * so_w
+    tl.store(o_rows[:, None] + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)

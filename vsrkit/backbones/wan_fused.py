@@ -51,6 +51,12 @@ def _gain(norm: WanRMS_norm) -> torch.Tensor:
     return norm.gamma.reshape(-1).float() * norm.scale
 
 
+# Activations and convolution weights in channels-last 3D inside the fused encoder and decoder:
+# cuDNN's Hopper convolutions are NDHWC kernels, so channels-first activations are transposed in
+# and out of every convolution (about 12% of the fused decode's kernel time, tools/profile_vae.py).
+_CHANNELS_LAST = True
+
+
 def _spatial_padding(conv: WanCausalConv3d) -> tuple[int, int, int]:
     # diffusers keeps the original padding in `_padding` (w, w, h, h, 2 t, 0) and sets `padding` to 0.
     return 0, conv._padding[2], conv._padding[0]
@@ -59,6 +65,29 @@ def _spatial_padding(conv: WanCausalConv3d) -> tuple[int, int, int]:
 def _conv(conv: WanCausalConv3d, padded: torch.Tensor) -> torch.Tensor:
     """The causal conv on an input that already carries its time padding; space is padded by the conv."""
     return F.conv3d(padded, conv.weight, conv.bias, conv.stride, _spatial_padding(conv), conv.dilation, conv.groups)
+
+
+def _time_padded_buffer(like: torch.Tensor, front: int) -> torch.Tensor:
+    """An empty ``like``-shaped buffer with ``front`` more frames, in ``like``'s layout."""
+    batch, channels, frames, height, width = like.shape
+    layout = torch.channels_last_3d if _is_channels_last(like) else torch.contiguous_format
+    return torch.empty(batch, channels, front + frames, height, width, dtype=like.dtype, device=like.device,
+                       memory_format=layout)
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 5 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def _to_channels_last(module: nn.Module) -> None:
+    """Convolution weights in channels-last (idempotent): cuDNN then keeps activations NDHWC."""
+    if getattr(module, "_vsrkit_channels_last", False):
+        return
+    for conv in module.modules():
+        if isinstance(conv, (nn.Conv3d, nn.Conv2d)):
+            layout = torch.channels_last_3d if conv.weight.dim() == 5 else torch.channels_last
+            conv.weight.data = conv.weight.data.contiguous(memory_format=layout)
+    module._vsrkit_channels_last = True
 
 
 def _fill_front(buffer: torch.Tensor, front: int, cache: torch.Tensor | None) -> None:
@@ -82,16 +111,15 @@ def norm_silu_conv(norm: WanRMS_norm, conv: WanCausalConv3d, x: torch.Tensor, fe
     in front when only one frame came in), exactly as ``WanResidualBlock`` keeps it.
     """
     front = conv._padding[4]
-    batch, channels, frames, height, width = x.shape
     cache = None
     if feat_cache is not None:
         idx = feat_idx[0]
         cache = feat_cache[idx]
-    buffer = x.new_empty(batch, channels, front + frames, height, width)
+    buffer = _time_padded_buffer(x, front)
     rms_norm(x, _gain(norm), silu=True, out=buffer[:, :, front:])
     _fill_front(buffer, front, cache)
     if feat_cache is not None:
-        keep = CACHE_T if frames >= CACHE_T or cache is not None else frames
+        keep = CACHE_T if x.shape[2] >= CACHE_T or cache is not None else x.shape[2]
         feat_cache[idx] = buffer[:, :, buffer.shape[2] - keep:].clone()
         feat_idx[0] += 1
     return _conv(conv, buffer)
@@ -107,8 +135,7 @@ class FusedCausalConv3d(WanCausalConv3d):
         front = self._padding[4]
         if front == 0:
             return _conv(self, x)
-        batch, channels, frames, height, width = x.shape
-        buffer = x.new_empty(batch, channels, front + frames, height, width)
+        buffer = _time_padded_buffer(x, front)
         buffer[:, :, front:] = x
         _fill_front(buffer, front, cache_x)
         return _conv(self, buffer)
@@ -132,6 +159,8 @@ class FusedEncoder3d(WanEncoder3d):
     def forward(self, x, feat_cache=None, feat_idx=[0]):  # noqa: B006 - diffusers' signature
         if not _fused(self, x):
             return super().forward(x, feat_cache, feat_idx)
+        if _CHANNELS_LAST:
+            _to_channels_last(self)
         # Copied from diffusers' WanEncoder3d.forward up to the head.
         if feat_cache is not None:
             idx = feat_idx[0]
@@ -146,7 +175,7 @@ class FusedEncoder3d(WanEncoder3d):
         for layer in self.down_blocks:
             x = layer(x, feat_cache=feat_cache, feat_idx=feat_idx) if feat_cache is not None else layer(x)
         x = self.mid_block(x, feat_cache=feat_cache, feat_idx=feat_idx)
-        return norm_silu_conv(self.norm_out, self.conv_out, x, feat_cache, feat_idx)
+        return norm_silu_conv(self.norm_out, self.conv_out, x, feat_cache, feat_idx).contiguous()
 
 
 class FusedDecoder3d(WanDecoder3d):
@@ -155,6 +184,8 @@ class FusedDecoder3d(WanDecoder3d):
     def forward(self, x, feat_cache=None, feat_idx=[0], first_chunk=False):  # noqa: B006 - diffusers' signature
         if not _fused(self, x):
             return super().forward(x, feat_cache, feat_idx, first_chunk)
+        if _CHANNELS_LAST:
+            _to_channels_last(self)
         # Copied from diffusers' WanDecoder3d.forward up to the head.
         if feat_cache is not None:
             idx = feat_idx[0]
@@ -169,7 +200,7 @@ class FusedDecoder3d(WanDecoder3d):
         x = self.mid_block(x, feat_cache=feat_cache, feat_idx=feat_idx)
         for up_block in self.up_blocks:
             x = up_block(x, feat_cache=feat_cache, feat_idx=feat_idx, first_chunk=first_chunk)
-        return norm_silu_conv(self.norm_out, self.conv_out, x, feat_cache, feat_idx)
+        return norm_silu_conv(self.norm_out, self.conv_out, x, feat_cache, feat_idx).contiguous()
 
 
 class FusedUpsample(WanUpsample):
