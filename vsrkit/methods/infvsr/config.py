@@ -42,7 +42,8 @@ class InfVSRConfig:
         min_scene_len: Frames a scene lasts at least (PySceneDetect's default 15); cut decisions wait
             this many frames, and a reference is kept at least this long.
         vae_tile_threshold: Tile the streaming VAE when the padded output height is above this many
-            pixels (release 1024: 1080p and above are tiled, 720p is not).
+            pixels. vsrkit 1088: 1080p streams untiled (faster, about 32 GiB); the release's 1024
+            tiles 1080p (its memory, its tile seams).
         vae_tile_size: VAE tile edge in output pixels (release 128 latent px = 1024 px).
         vae_tile_overlap: Output pixels shared by neighbouring VAE tiles (release 18 latent px = 144 px).
         visual_encoder: Registered visual encoder (``vsrkit ls``) that turns the reference frame into
@@ -92,7 +93,7 @@ class InfVSRConfig:
     scene_threshold: float = 27.0
     reference_threshold: float = 27.0
     min_scene_len: int = 15
-    vae_tile_threshold: int = 1024
+    vae_tile_threshold: int = 1088
     vae_tile_size: int = 1024
     vae_tile_overlap: int = 144
     visual_encoder: Optional[str] = None
