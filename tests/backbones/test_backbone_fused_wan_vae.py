@@ -65,6 +65,20 @@ def test_rms_norm_kernel_matches_the_reference_for_any_strides():
             worst = max(worst, (K.rms_norm(last4, gain, silu=silu) - ref[:, :, 1]).abs().max().item())
             # Channels-first in, channels-last out and back: the general kernel.
             worst = max(worst, (K.rms_norm(x, gain, silu=silu, out=torch.empty_like(last)) - ref).abs().max().item())
+            # A convolution's bias folded in: norm(x + bias), every kernel.
+            bias = torch.randn(6)
+            ref_b = F.normalize(x + bias.view(1, -1, 1, 1, 1), dim=1) * gain.view(1, -1, 1, 1, 1)
+            ref_b = F.silu(ref_b) if silu else ref_b
+            for inp in (x, last, perm):
+                worst = max(worst, (K.rms_norm(inp, gain, silu=silu, bias=bias) - ref_b).abs().max().item())
+        # y + bias + h in one pass (channels-last, in place) and the PyTorch fallback.
+        K.RESIDUAL_BLOCK = 64
+        y, h, bias = torch.randn(1, 6, 3, 5, 7), torch.randn(1, 6, 3, 5, 7), torch.randn(6)
+        ref_r = y + bias.view(1, -1, 1, 1, 1) + h
+        yl = y.contiguous(memory_format=torch.channels_last_3d)
+        out = K.add_bias_residual(yl, bias, h.contiguous(memory_format=torch.channels_last_3d))
+        assert out.data_ptr() == yl.data_ptr()
+        worst = max(worst, (out - ref_r).abs().max().item(), (K.add_bias_residual(y.clone(), bias, h) - ref_r).abs().max().item())
         zero = torch.zeros(1, 4, 1, 2, 2)
         assert torch.equal(K.rms_norm(zero, torch.ones(4)), zero)  # the norm's lower bound: no NaN
         print(worst)

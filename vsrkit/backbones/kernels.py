@@ -233,13 +233,16 @@ def group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None = N
 # (module attributes so tests can shrink them).
 RMS_BLOCK = 1024
 RMS_TILE = 4096
+RESIDUAL_BLOCK = 2048
 
 
-def reference_rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float = 1e-12, silu: bool = False) -> torch.Tensor:
-    """``F.normalize(x, dim=1) * gain`` (per channel), then SiLU: ``WanRMS_norm`` (whose gain is
-    ``gamma * sqrt(C)``) with the activation after it, in float32 then cast back."""
+def reference_rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float = 1e-12, silu: bool = False,
+                       bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.normalize(x + bias, dim=1) * gain`` (per channel), then SiLU: ``WanRMS_norm`` (whose gain
+    is ``gamma * sqrt(C)``) with the activation after it, in float32 then cast back."""
     shape = (1, -1) + (1,) * (x.dim() - 2)
-    y = F.normalize(x.float(), dim=1, eps=eps) * gain.float().view(shape)
+    x = x.float() if bias is None else x.float() + bias.float().view(shape)
+    y = F.normalize(x, dim=1, eps=eps) * gain.float().view(shape)
     return (F.silu(y) if silu else y).to(x.dtype)
 
 
@@ -250,7 +253,7 @@ def _planes_contiguous(t: torch.Tensor) -> bool:
             and (frames == 1 or t.stride(2) == height * width))
 
 
-def _triton_rms_norm(x, gain, eps, silu, out):
+def _triton_rms_norm(x, gain, eps, silu, out, bias=None):
     kernels = _triton()
     if out is None:
         # Channels-last in, channels-last out (the fused Wan VAE keeps that layout for cuDNN).
@@ -262,26 +265,28 @@ def _triton_rms_norm(x, gain, eps, silu, out):
     batch, channels, frames, height, width = x5.shape
     positions = frames * height * width
     gain = gain.float().contiguous()
+    has_bias = bias is not None
+    bias = bias.float().contiguous() if has_bias else gain  # an unused pointer when there is none
     if channels > 1 and x5.stride(1) == 1 and o5.stride(1) == 1:
         cblock = kernels.triton.next_power_of_2(channels)
         rows = max(1, RMS_TILE // cblock)
         kernels.rms_norm_rows[(kernels.triton.cdiv(positions, rows), batch)](
-            x5, o5, gain, channels, positions, height * width, width,
+            x5, o5, gain, bias, channels, positions, height * width, width,
             x5.stride(0), *x5.stride()[2:], o5.stride(0), *o5.stride()[2:], eps,
-            SILU=silu, ROWS=rows, CBLOCK=cblock)
+            HAS_BIAS=has_bias, SILU=silu, ROWS=rows, CBLOCK=cblock)
     elif _planes_contiguous(x5) and _planes_contiguous(o5):
         kernels.rms_norm_planes[(kernels.triton.cdiv(positions, RMS_BLOCK), batch)](
-            x5, o5, gain, channels, positions, x5.stride(0), x5.stride(1), o5.stride(0), o5.stride(1), eps,
-            SILU=silu, BLOCK=RMS_BLOCK)
+            x5, o5, gain, bias, channels, positions, x5.stride(0), x5.stride(1), o5.stride(0), o5.stride(1), eps,
+            HAS_BIAS=has_bias, SILU=silu, BLOCK=RMS_BLOCK)
     else:
         kernels.rms_norm_channels[(kernels.triton.cdiv(positions, RMS_BLOCK), batch)](
-            x5, o5, gain, channels, positions, height * width, width,
-            *x5.stride(), *o5.stride(), eps, SILU=silu, BLOCK=RMS_BLOCK)
+            x5, o5, gain, bias, channels, positions, height * width, width,
+            *x5.stride(), *o5.stride(), eps, HAS_BIAS=has_bias, SILU=silu, BLOCK=RMS_BLOCK)
     return out
 
 
 def rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float = 1e-12, *, silu: bool = False,
-             out: torch.Tensor | None = None) -> torch.Tensor:
+             out: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Normalise ``x`` (``(B, C, T, H, W)`` or ``(B, C, H, W)``) to unit L2 norm over channels,
     scale channel ``c`` by ``gain[c]``, optionally apply SiLU: one pass, one rounding.
 
@@ -291,21 +296,23 @@ def rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float = 1e-12, *, silu: b
         eps: Lower bound of the norm (``F.normalize``'s 1e-12).
         silu: Apply SiLU last.
         out: Where to write (any strides, e.g. a view into a time-padded buffer); a new
-            contiguous tensor if ``None``.
+            tensor in ``x``'s layout (channels-last or contiguous) if ``None``.
+        bias: ``(C,)`` added to ``x`` before normalising: the bias of the convolution that
+            produced ``x``, left out of that convolution so it costs no pass of its own.
 
     Returns:
         ``out``, or a new tensor like ``x``. Fused (Triton) on CUDA without autograd, else the
         torch reference (then copied into ``out``).
     """
-    if x.dim() not in (4, 5) or gain.numel() != x.shape[1]:
-        raise ValueError(f"rms_norm: x must be (B, C, [T,] H, W) and gain (C,). Got {tuple(x.shape)}, "
-                         f"{tuple(gain.shape)}.")
+    if x.dim() not in (4, 5) or gain.numel() != x.shape[1] or (bias is not None and bias.numel() != x.shape[1]):
+        raise ValueError(f"rms_norm: x must be (B, C, [T,] H, W), gain and bias (C,). Got {tuple(x.shape)}, "
+                         f"{tuple(gain.shape)}, {None if bias is None else tuple(bias.shape)}.")
     if out is not None and (out.shape != x.shape or out.dtype != x.dtype or out.device != x.device):
         raise ValueError("rms_norm: `out` must have x's shape, dtype and device.")
-    if x.numel() and fused_path_applies(x, gain):
+    if x.numel() and fused_path_applies(x, gain, bias):
         global _launched, _toolchain_error
         try:
-            y = _triton_rms_norm(x, gain, eps, silu, out)
+            y = _triton_rms_norm(x, gain, eps, silu, out, bias)
         except torch.cuda.OutOfMemoryError:
             raise
         except Exception as err:  # noqa: BLE001 - only the first launch: a toolchain problem, not data
@@ -317,5 +324,20 @@ def rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float = 1e-12, *, silu: b
         else:
             _launched = True
             return y
-    y = reference_rms_norm(x, gain, eps, silu)
+    y = reference_rms_norm(x, gain, eps, silu, bias)
     return y if out is None else out.copy_(y)
+
+
+def add_bias_residual(y: torch.Tensor, bias: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``y + bias (per channel) + h``, in place on ``y`` and returned: a residual block's output
+    when its last convolution ran without its bias. One pass where the Triton kernel applies
+    (``y`` and ``h`` channels-last with the same strides), else two PyTorch ops."""
+    if (y.dim() == 5 and h.shape == y.shape and h.stride() == y.stride() and bias.numel() == y.shape[1]
+            and y.is_contiguous(memory_format=torch.channels_last_3d) and fused_path_applies(y, bias, h)
+            and _toolchain_error is None):
+        kernels = _triton()
+        n = y.numel()
+        kernels.add_bias_residual[(kernels.triton.cdiv(n, RESIDUAL_BLOCK),)](
+            y, h, bias.float().contiguous(), n, y.shape[1], BLOCK=RESIDUAL_BLOCK)
+        return y
+    return y.add_(bias.view((1, -1) + (1,) * (y.dim() - 2)).to(y.dtype)).add_(h)

@@ -78,10 +78,11 @@ def group_apply(x_ptr, out_ptr, coef_ptr, scale_ptr, shift_ptr, it_ptr, ih_ptr, 
 
 
 @triton.jit
-def rms_norm_channels(x_ptr, out_ptr, gain_ptr, channels, positions, plane, width,
+def rms_norm_channels(x_ptr, out_ptr, gain_ptr, bias_ptr, channels, positions, plane, width,
                       sx_b, sx_c, sx_t, sx_h, sx_w, so_b, so_c, so_t, so_h, so_w, eps,
-                      SILU: tl.constexpr, BLOCK: tl.constexpr):
-    """BLOCK positions of one sample: ``y_c = x_c / max(||x||_2 over c, eps) * gain_c``, then SiLU.
+                      HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BLOCK: tl.constexpr):
+    """BLOCK positions of one sample: ``y_c = x_c / max(||x||_2 over c, eps) * gain_c``, then SiLU
+    (``x_c`` plus ``bias_c`` first when HAS_BIAS: the bias of the convolution that produced ``x``).
 
     Positions (t, h, w) run along the program's block, channels in a loop: with channels-first
     activations every load is a contiguous run of BLOCK values. ``x`` is read twice (norm, then
@@ -100,6 +101,8 @@ def rms_norm_channels(x_ptr, out_ptr, gain_ptr, channels, positions, plane, widt
     x_c = x_base
     for c in range(0, channels):  # pointers advance by the channel stride: no 32-bit index overflow
         v = tl.load(x_c, mask=mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            v += tl.load(bias_ptr + c)
         acc += v * v
         x_c += sx_c
     norm = tl.maximum(tl.sqrt(acc), eps)
@@ -107,6 +110,8 @@ def rms_norm_channels(x_ptr, out_ptr, gain_ptr, channels, positions, plane, widt
     o_c = o_base
     for c in range(0, channels):
         v = tl.load(x_c, mask=mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            v += tl.load(bias_ptr + c)
         g = tl.load(gain_ptr + c)
         y = v / norm * g
         if SILU:
@@ -117,8 +122,8 @@ def rms_norm_channels(x_ptr, out_ptr, gain_ptr, channels, positions, plane, widt
 
 
 @triton.jit
-def rms_norm_planes(x_ptr, out_ptr, gain_ptr, channels, positions, sx_b, sx_c, so_b, so_c, eps,
-                    SILU: tl.constexpr, BLOCK: tl.constexpr):
+def rms_norm_planes(x_ptr, out_ptr, gain_ptr, bias_ptr, channels, positions, sx_b, sx_c, so_b, so_c, eps,
+                    HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BLOCK: tl.constexpr):
     """:func:`rms_norm_channels` where each channel's (t, h, w) plane is contiguous in ``x`` and
     ``out`` (channels-first, or a time slice of such a buffer): the offsets are ``p`` itself, so
     Triton sees contiguous runs and issues vector loads (the general kernel's index arithmetic
@@ -132,6 +137,8 @@ def rms_norm_planes(x_ptr, out_ptr, gain_ptr, channels, positions, sx_b, sx_c, s
     x_c = x_base
     for c in range(0, channels):
         v = tl.load(x_c, mask=mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            v += tl.load(bias_ptr + c)
         acc += v * v
         x_c += sx_c
     norm = tl.maximum(tl.sqrt(acc), eps)
@@ -139,6 +146,8 @@ def rms_norm_planes(x_ptr, out_ptr, gain_ptr, channels, positions, sx_b, sx_c, s
     o_c = o_base
     for c in range(0, channels):
         v = tl.load(x_c, mask=mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            v += tl.load(bias_ptr + c)
         g = tl.load(gain_ptr + c)
         y = v / norm * g
         if SILU:
@@ -149,9 +158,9 @@ def rms_norm_planes(x_ptr, out_ptr, gain_ptr, channels, positions, sx_b, sx_c, s
 
 
 @triton.jit
-def rms_norm_rows(x_ptr, out_ptr, gain_ptr, channels, positions, plane, width,
+def rms_norm_rows(x_ptr, out_ptr, gain_ptr, bias_ptr, channels, positions, plane, width,
                   sx_b, sx_t, sx_h, sx_w, so_b, so_t, so_h, so_w, eps,
-                  SILU: tl.constexpr, ROWS: tl.constexpr, CBLOCK: tl.constexpr):
+                  HAS_BIAS: tl.constexpr, SILU: tl.constexpr, ROWS: tl.constexpr, CBLOCK: tl.constexpr):
     """:func:`rms_norm_channels` for channels-last ``x`` and ``out`` (channel stride 1): ROWS
     positions x all channels as one tile, read once; each position's channels are one contiguous
     vector load."""
@@ -165,6 +174,8 @@ def rms_norm_rows(x_ptr, out_ptr, gain_ptr, channels, positions, plane, width,
     w = rest - h * width
     x_rows = x_ptr + b * sx_b + t * sx_t + h * sx_h + w * sx_w
     v = tl.load(x_rows[:, None] + c[None, :], mask=mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        v += tl.load(bias_ptr + c, mask=c < channels, other=0.0)[None, :]
     norm = tl.maximum(tl.sqrt(tl.sum(v * v, axis=1)), eps)
     g = tl.load(gain_ptr + c, mask=c < channels, other=0.0)
     y = v / norm[:, None] * g[None, :]
@@ -172,3 +183,14 @@ def rms_norm_rows(x_ptr, out_ptr, gain_ptr, channels, positions, plane, width,
         y = y * tl.sigmoid(y)
     o_rows = out_ptr + b * so_b + t * so_t + h * so_h + w * so_w
     tl.store(o_rows[:, None] + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def add_bias_residual(y_ptr, h_ptr, bias_ptr, n, channels, BLOCK: tl.constexpr):
+    """In place on channels-last ``y``: ``y + bias_c + h`` (``h`` laid out like ``y``), one rounding."""
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < n
+    y = tl.load(y_ptr + i, mask=mask, other=0.0).to(tl.float32)
+    y += tl.load(bias_ptr + i % channels, mask=mask, other=0.0)
+    y += tl.load(h_ptr + i, mask=mask, other=0.0).to(tl.float32)
+    tl.store(y_ptr + i, y.to(y_ptr.dtype.element_ty), mask=mask)

@@ -15,7 +15,11 @@ Where diffusers' ``AutoencoderKLWan`` spends memory traffic that the arithmetic 
 same thing with less traffic: the norm, its gain and the SiLU are one Triton pass
 (:func:`vsrkit.backbones.kernels.rms_norm`) that writes straight into a buffer that already holds
 the causal time padding (cached or zero frames), and the convolution pads space itself (cuDNN
-padding, no copy). The feature caches, their hand-over between chunks and the frame batching
+padding, no copy). Inside the encoder and decoder activations and weights are channels-last 3D,
+the layout cuDNN's Hopper convolutions compute in (channels-first costs a transpose in and out of
+every convolution). A residual block's convolutions run without their biases: PyTorch adds a
+cuDNN convolution's bias in a broadcast pass of its own, so conv1's goes into norm2's kernel and
+conv2's into the residual sum (:func:`~vsrkit.backbones.kernels.add_bias_residual`). The feature caches, their hand-over between chunks and the frame batching
 (1, then 4 frames per encoder call; one latent frame per decoder call) are diffusers' own, so
 :class:`~vsrkit.backbones.wan.WanEncodeStream`/``WanDecodeStream`` (InfVSR's chunked coding)
 run the fused modules unchanged. With autograd on (pixel losses decode with gradients) or
@@ -37,7 +41,7 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import (
 )
 from torch import nn
 
-from vsrkit.backbones.kernels import fused_path_applies, rms_norm
+from vsrkit.backbones.kernels import add_bias_residual, fused_path_applies, rms_norm
 
 
 def _fused(module: nn.Module, x: torch.Tensor) -> bool:
@@ -62,9 +66,12 @@ def _spatial_padding(conv: WanCausalConv3d) -> tuple[int, int, int]:
     return 0, conv._padding[2], conv._padding[0]
 
 
-def _conv(conv: WanCausalConv3d, padded: torch.Tensor) -> torch.Tensor:
-    """The causal conv on an input that already carries its time padding; space is padded by the conv."""
-    return F.conv3d(padded, conv.weight, conv.bias, conv.stride, _spatial_padding(conv), conv.dilation, conv.groups)
+def _conv(conv: WanCausalConv3d, padded: torch.Tensor, bias: bool = True) -> torch.Tensor:
+    """The causal conv on an input that already carries its time padding; space is padded by the
+    conv. ``bias=False`` leaves the bias out for the next kernel to add (PyTorch adds a cuDNN
+    convolution's bias in a separate broadcast pass over the whole output)."""
+    return F.conv3d(padded, conv.weight, conv.bias if bias else None, conv.stride, _spatial_padding(conv),
+                    conv.dilation, conv.groups)
 
 
 def _time_padded_buffer(like: torch.Tensor, front: int) -> torch.Tensor:
@@ -103,7 +110,7 @@ def _fill_front(buffer: torch.Tensor, front: int, cache: torch.Tensor | None) ->
 
 
 def norm_silu_conv(norm: WanRMS_norm, conv: WanCausalConv3d, x: torch.Tensor, feat_cache: list | None,
-                   feat_idx: list) -> torch.Tensor:
+                   feat_idx: list, *, in_bias: torch.Tensor | None = None, conv_bias: bool = True) -> torch.Tensor:
     """``conv(silu(norm(x)), cache)`` with diffusers' cache bookkeeping, in one buffer.
 
     The norm's output lands in a buffer behind ``conv``'s time padding (cached frames or zeros);
@@ -116,13 +123,13 @@ def norm_silu_conv(norm: WanRMS_norm, conv: WanCausalConv3d, x: torch.Tensor, fe
         idx = feat_idx[0]
         cache = feat_cache[idx]
     buffer = _time_padded_buffer(x, front)
-    rms_norm(x, _gain(norm), silu=True, out=buffer[:, :, front:])
+    rms_norm(x, _gain(norm), silu=True, out=buffer[:, :, front:], bias=in_bias)
     _fill_front(buffer, front, cache)
     if feat_cache is not None:
         keep = CACHE_T if x.shape[2] >= CACHE_T or cache is not None else x.shape[2]
         feat_cache[idx] = buffer[:, :, buffer.shape[2] - keep:].clone()
         feat_idx[0] += 1
-    return _conv(conv, buffer)
+    return _conv(conv, buffer, bias=conv_bias)
 
 
 class FusedCausalConv3d(WanCausalConv3d):
@@ -148,9 +155,11 @@ class FusedResidualBlock(WanResidualBlock):
         if not _fused(self, x) or (self.training and self.dropout.p > 0):
             return super().forward(x, feat_cache, feat_idx)
         h = self.conv_shortcut(x)
-        x = norm_silu_conv(self.norm1, self.conv1, x, feat_cache, feat_idx)
-        x = norm_silu_conv(self.norm2, self.conv2, x, feat_cache, feat_idx)  # dropout (identity here) skipped
-        return x + h
+        # conv1's bias is added inside norm2's kernel, conv2's with the residual: no bias passes.
+        x = norm_silu_conv(self.norm1, self.conv1, x, feat_cache, feat_idx, conv_bias=False)
+        x = norm_silu_conv(self.norm2, self.conv2, x, feat_cache, feat_idx, in_bias=self.conv1.bias,
+                           conv_bias=False)  # dropout (identity here) skipped
+        return add_bias_residual(x, self.conv2.bias, h)
 
 
 class FusedEncoder3d(WanEncoder3d):
