@@ -107,3 +107,37 @@ def test_resume_logs_the_step(tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "vsrkit.engine.train"]
     expected = f"Resuming from checkpoint step 2 ({tmp_path / 'run' / 'checkpoints' / 'step-00000002'})"
     assert expected in lines
+
+
+class _SignalledClips(toy.ToyClips):
+    """Each DataLoader worker SIGTERMs itself on its first item, as `timeout`, a terminal or a job
+    scheduler do when they signal the whole process group rather than the main process alone."""
+
+    def __getitem__(self, index: int) -> dict:
+        import os
+        import signal
+
+        info = torch.utils.data.get_worker_info()
+        if info is not None and not getattr(self, "_signalled", False):
+            self._signalled = True  # this worker's own copy of the dataset
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().__getitem__(index)
+
+
+def test_sigterm_to_the_process_group_with_workers_stops_cleanly(tmp_path):
+    """SIGTERM reaching the DataLoader workers too (``timeout vsrkit train ...``): the workers leave
+    stopping to the main process, which finishes the step, saves and shuts them down."""
+    import multiprocessing
+
+    from vsrkit.engine.train import _Trainer
+
+    method = toy.ToyMethod(signal_at_step=2)
+    trainer = _Trainer(method, _SignalledClips(n=6), _config(tmp_path / "run", checkpoint_every=0, num_workers=2),
+                       3, {}, None)
+    result = trainer.run()
+    assert result.interrupted and result.step == 3
+    assert ckpt.read_meta(result.checkpoint)["reason"] == "interrupt"
+    assert [s for s, _ in method.calls] == [0, 1, 2]
+    # The workers ignore SIGTERM, so run() itself shuts them down (the trainer is still referenced
+    # here): none is left for multiprocessing's exit handler, which would wait on them.
+    assert not multiprocessing.active_children()

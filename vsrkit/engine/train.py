@@ -163,6 +163,18 @@ class _StopFlag:
         return False
 
 
+def _worker_leaves_stopping_to_main(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: ignore SIGINT and SIGTERM in the workers.
+
+    ``timeout``, a terminal's Ctrl-C and job schedulers signal the whole process group; PyTorch's
+    workers die of SIGTERM, and the main process then fails with "DataLoader worker ... killed by
+    signal" instead of finishing the step and saving (:class:`_StopFlag`). The main process owns
+    stopping: it shuts the workers down when the loop ends (:meth:`_Trainer._close_loader`), and a
+    worker whose main process died exits by itself (PyTorch's watchdog)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _check_method(method) -> None:
     missing = [name for name in _REQUIRED if not callable(getattr(method, name, None))]
     if not (callable(getattr(method, "trainable_parameters", None)) or callable(getattr(method, "optimizer_groups", None))):
@@ -404,13 +416,20 @@ class _Trainer:
         # no global randomness and a resumed run's random streams line up with an uninterrupted one.
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         common = dict(num_workers=self.config.num_workers, generator=generator,
-                      pin_memory=self.accelerator.device.type == "cuda")
+                      pin_memory=self.accelerator.device.type == "cuda",
+                      worker_init_fn=_worker_leaves_stopping_to_main if self.config.num_workers else None)
         if self.uses_batch_sampler:
             loader = DataLoader(self.dataset, batch_sampler=self.sampler, **common)
         else:
             loader = DataLoader(self.dataset, batch_size=self.config.batch_size, sampler=self.sampler,
                                 drop_last=True, **common)
         return iter(loader)
+
+    def _close_loader(self) -> None:
+        """Shut the DataLoader workers down now (they ignore SIGTERM, so they must not be left for
+        multiprocessing's exit handler to terminate): dropping the last reference to the iterator
+        sends them their stop message and joins them."""
+        self._iterator = None
 
     def _next_batch(self) -> dict:
         if self._iterator is None:
@@ -613,6 +632,7 @@ class _Trainer:
                     if config.checkpoint_every and self.step % config.checkpoint_every == 0:
                         last_saved, saved_step = self.save_checkpoint("periodic"), self.step
                     if self._stop_requested(stop):
+                        self._log_peak_memory()  # before the checkpoint, which a second signal may cut short
                         if saved_step != self.step:
                             last_saved, saved_step = self.save_checkpoint("interrupt"), self.step
                         if self.is_main:
@@ -632,6 +652,7 @@ class _Trainer:
                                 format_duration(progress.elapsed_seconds()), export_dir)
                 return TrainResult(self.out, self.step, last_saved, export_dir, False)
         finally:
+            self._close_loader()
             progress.close()
 
 
