@@ -166,6 +166,8 @@ def test_bad_options_fail_before_any_weights_load():
 
     with pytest.raises(UserError, match="text_dim` must be 512"):
         InfVSRMethod(InfVSRConfig(), tiny_backbone(transformer_overrides={"text_dim": 16}), 4)
+    with pytest.raises(UserError, match="backbone.compile=regional` is not supported by infvsr"):
+        InfVSRMethod(InfVSRConfig(), tiny_backbone(compile="regional"), 4)
 
 
 def test_stream_rejects_a_size_change(loaded):

@@ -261,6 +261,13 @@ class InfVSRMethod:
         if overrides.get("text_dim", TOKEN_DIM) != TOKEN_DIM:
             raise UserError(f"`backbone.transformer_overrides.text_dim` must be {TOKEN_DIM} for infvsr (its "
                             f"transformer reads {TOKEN_DIM}-d visual tokens). Got {overrides['text_dim']}.")
+        if getattr(backbone, "compile", "off") != "off":
+            # Measured on an H200 (docs/benchmarks.md): each block's causal processor reads its cache
+            # slot by an integer layer index, which torch.compile specialises, so 30 blocks hit
+            # dynamo's recompile limit with fullgraph and fail instead of getting faster.
+            raise UserError(f"`backbone.compile={backbone.compile}` is not supported by infvsr: its causal attention "
+                            f"keeps per-block cache state that torch.compile recompiles for every block. "
+                            f"Use backbone.compile=off.")
         self.user_backbone = backbone
         self.backbone_config = dataclasses.replace(backbone, transformer_overrides={**overrides, "text_dim": TOKEN_DIM})
         self.scale = int(scale)
