@@ -61,6 +61,13 @@ def test_rms_norm_kernel_matches_the_reference_for_any_strides():
             K.rms_norm(last, gain, silu=silu, out=buf[:, :, 2:])
             worst = max(worst, (buf[:, :, 2:] - ref).abs().max().item())
             assert (buf[:, :, :2] == 7.0).all(), "wrote outside `out`"
+            # ... and into the interior of a spatially padded channels-last buffer (other row strides).
+            big = torch.full((2, 6, 3, 7, 9), 7.0).contiguous(memory_format=torch.channels_last_3d)
+            K.rms_norm(last, gain, silu=silu, out=big[:, :, :, 1:6, 1:8])
+            worst = max(worst, (big[:, :, :, 1:6, 1:8] - ref).abs().max().item())
+            border = big.clone()
+            border[:, :, :, 1:6, 1:8] = 7.0
+            assert (border == 7.0).all(), "wrote outside `out`"
             last4 = x[:, :, 1].contiguous(memory_format=torch.channels_last)
             worst = max(worst, (K.rms_norm(last4, gain, silu=silu) - ref[:, :, 1]).abs().max().item())
             # Channels-first in, channels-last out and back: the general kernel.
