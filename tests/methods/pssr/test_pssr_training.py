@@ -123,7 +123,8 @@ def test_generator_latent_loss(reference):
 
 
 def test_generator_pixel_and_lpips_losses(reference):
-    method = _trainer(latent_weight=0, vsd_weight=0, pixel_crop=100, lpips_weight=2.0, pixel_weight=1.0)
+    # pixel_weight 3 (not the release's 1) so a dropped weight shows.
+    method = _trainer(latent_weight=0, vsd_weight=0, pixel_crop=100, lpips_weight=2.0, pixel_weight=3.0)
     batch = _batch(seed=1)
     loss, logs = method.training_step(batch, "generator")
     z_lr, _ = _latents(reference, batch)
@@ -134,7 +135,7 @@ def test_generator_pixel_and_lpips_losses(reference):
         mse = F.mse_loss(video, batch["hq"])
         flat = [x[0].permute(1, 0, 2, 3) for x in (video, batch["hq"])]
         perceptual = net(*flat).mean()
-    torch.testing.assert_close(loss, mse + 2.0 * perceptual, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(loss, 3.0 * mse + 2.0 * perceptual, rtol=1e-4, atol=1e-6)
     assert logs["pixel_mse"] == pytest.approx(float(mse), rel=1e-4)
 
 
@@ -153,7 +154,8 @@ def _vsd_draws(batch, seed=0):
 
 
 def test_vsd_against_the_release_with_cfg(reference):
-    method = _trainer(latent_weight=0, pixel_weight=0, lpips_weight=0)
+    # vsd_weight 0.5 (not the release's 1) so a dropped weight shows.
+    method = _trainer(latent_weight=0, pixel_weight=0, lpips_weight=0, vsd_weight=0.5)
     batch = _batch(seed=2)
     loss, logs = method.training_step(batch, "generator")
     g, draw = _vsd_draws(batch)
@@ -169,7 +171,8 @@ def test_vsd_against_the_release_with_cfg(reference):
         v_pos, v_neg = _run(stock, x_t, t, emb), _run(stock, x_t, t, neg)
         v_real = v_neg + 5.0 * (v_pos - v_neg)
     expected = _release_vsd(x0, x_t - sigma * v_real, x_t - sigma * v_fake)
-    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(loss, 0.5 * expected, rtol=1e-4, atol=1e-7)
+    assert logs["vsd"] == pytest.approx(float(expected), rel=1e-4)
     assert 20 <= t <= 980 and logs["vsd_t"] == t
 
     # The fake-score group trains on the generator's (detached) prediction of the same batch.
@@ -183,6 +186,14 @@ def test_vsd_against_the_release_with_cfg(reference):
     weight = fake_score_weights(timesteps)[(timesteps - t_f).abs().argmin()]
     torch.testing.assert_close(loss_f, F.mse_loss(v, eps_f - x0) * float(weight), rtol=1e-4, atol=1e-7)
     assert logs_f["t"] == t_f
+
+
+def test_loss_weights_default_to_the_released_recipe():
+    # train_base.sh / the parser (research/pssr.md §5): alpha_l2 1, alpha_pixel_l2 1,
+    # alpha_pixel_lpips 2, alpha_reg 1, --cfg_scale 5, LoRA rank 32, a 20-latent (160 px) crop.
+    c = PSSRConfig()
+    assert (c.latent_weight, c.pixel_weight, c.lpips_weight, c.vsd_weight, c.vsd_cfg) == (1.0, 1.0, 2.0, 1.0, 5.0)
+    assert c.lora_rank == 32 and c.pixel_crop == 20  # latent pixels
 
 
 def test_vsd_timesteps_stay_in_the_configured_range():
