@@ -71,15 +71,63 @@ def test_generator_losses_and_dmd_term(stage2):
     saved = weight.detach().clone()
     with torch.no_grad():
         weight.add_(0.05 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)))
+    c = stage2.config
+    c.mse_weight, c.frame_diff_weight, c.dmd_weight = 2.0, 0.5, 0.25  # not 1, so a dropped weight shows
     try:
         loss, logs = stage2.training_step(batch, "generator")
     finally:
+        c.mse_weight, c.frame_diff_weight, c.dmd_weight = 1.0, 1.0, 1.0
         with torch.no_grad():
             weight.copy_(saved)
     assert set(logs) == {"pixel_mse", "frame_diff_l1", "dmd"}
     assert logs["dmd"] > 1e-3
-    total = logs["pixel_mse"] + logs["frame_diff_l1"] + stage2.config.dmd_weight * logs["dmd"]
+    total = 2.0 * logs["pixel_mse"] + 0.5 * logs["frame_diff_l1"] + 0.25 * logs["dmd"]
     assert float(loss.detach()) == pytest.approx(total, rel=1e-5)
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_dmd_term_is_dmd2_at_a_shifted_noise_level(stage2, guidance):
+    # Restated from the recipe (DMD2 / Self-Forcing): s ~ U[0.02, 0.98), Wan's shift 5,
+    # x_t = (1 - sigma) x0 + sigma eps, real x0 with CFG between the prompts, fake x0, then DMD2.
+    method = stage2
+    if guidance != 1.0:
+        method = make_method(stage=2, train_frames=21, scene_detection=False, dmd_guidance=guidance,
+                             dmd_prompt="sharp, detailed", dmd_negative_prompt="blurry, noisy")
+        method.setup_training(torch.device("cpu"))
+    batch = _batch()
+    weight = method._fake.proj_out.weight
+    saved = weight.detach().clone()
+    with torch.no_grad():
+        weight.add_(0.05 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)))
+    try:
+        _, logs = method.training_step(batch, "generator")
+        with torch.no_grad():
+            z_lr, tokens = method._inputs(batch)
+            x0 = method.generate(z_lr, tokens)
+            g = method._generator(batch, 1)
+            h, w = x0.shape[-2:]
+            for edge in (h, w):  # the pixel crop's two draws come first
+                torch.randint(0, edge - min(method.config.pixel_crop, edge) + 1, (), generator=g)
+            s = 0.02 + 0.96 * torch.rand(1, generator=g, dtype=torch.float64)
+            sigma = float(5 * s / (1 + 4 * s))
+            eps = torch.randn(x0.shape, generator=g)
+            x_t = (1 - sigma) * x0 + sigma * eps
+            t = torch.tensor([sigma * 1000.0])
+
+            def x0_of(model, prompt):
+                v = model(hidden_states=x_t, timestep=t, encoder_hidden_states=prompt, return_dict=False)[0]
+                return x_t - sigma * v.float()
+
+            real = x0_of(method._real.transformer, method._prompt)
+            if guidance != 1.0:
+                assert not torch.equal(method._prompt, method._negative)
+                neg = x0_of(method._real.transformer, method._negative)
+                real = neg + guidance * (real - neg)
+            fake = x0_of(method._fake, method._prompt)
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    assert logs["dmd"] == pytest.approx(float(vsd_loss(x0, real, fake)), rel=1e-4)
 
 
 def test_pixel_loss_compares_the_decoded_crop_with_the_matching_hr_crop(stage2):
