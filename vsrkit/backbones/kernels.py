@@ -274,14 +274,11 @@ def _triton_rms_norm(x, gain, eps, silu, out, bias=None):
             x5, o5, gain, bias, channels, positions, height * width, width,
             x5.stride(0), *x5.stride()[2:], o5.stride(0), *o5.stride()[2:], eps,
             HAS_BIAS=has_bias, SILU=silu, ROWS=rows, CBLOCK=cblock)
-    elif _planes_contiguous(x5) and _planes_contiguous(o5):
-        kernels.rms_norm_planes[(kernels.triton.cdiv(positions, RMS_BLOCK), batch)](
-            x5, o5, gain, bias, channels, positions, x5.stride(0), x5.stride(1), o5.stride(0), o5.stride(1), eps,
-            HAS_BIAS=has_bias, SILU=silu, BLOCK=RMS_BLOCK)
     else:
+        planes = _planes_contiguous(x5) and _planes_contiguous(o5)
         kernels.rms_norm_channels[(kernels.triton.cdiv(positions, RMS_BLOCK), batch)](
             x5, o5, gain, bias, channels, positions, height * width, width,
-            *x5.stride(), *o5.stride(), eps, HAS_BIAS=has_bias, SILU=silu, BLOCK=RMS_BLOCK)
+            *x5.stride(), *o5.stride(), eps, HAS_BIAS=has_bias, PLANES=planes, SILU=silu, BLOCK=RMS_BLOCK)
     return out
 
 

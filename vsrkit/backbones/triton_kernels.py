@@ -80,62 +80,33 @@ def group_apply(x_ptr, out_ptr, coef_ptr, scale_ptr, shift_ptr, it_ptr, ih_ptr, 
 @triton.jit
 def rms_norm_channels(x_ptr, out_ptr, gain_ptr, bias_ptr, channels, positions, plane, width,
                       sx_b, sx_c, sx_t, sx_h, sx_w, so_b, so_c, so_t, so_h, so_w, eps,
-                      HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BLOCK: tl.constexpr):
+                      HAS_BIAS: tl.constexpr, PLANES: tl.constexpr, SILU: tl.constexpr, BLOCK: tl.constexpr):
     """BLOCK positions of one sample: ``y_c = x_c / max(||x||_2 over c, eps) * gain_c``, then SiLU
     (``x_c`` plus ``bias_c`` first when HAS_BIAS: the bias of the convolution that produced ``x``).
 
     Positions (t, h, w) run along the program's block, channels in a loop: with channels-first
     activations every load is a contiguous run of BLOCK values. ``x`` is read twice (norm, then
     output); ``out`` may be a view into a larger (time-padded) buffer: every stride is an argument.
+    PLANES: each channel's (t, h, w) plane is contiguous in ``x`` and ``out``, so the offset is the
+    position itself; Triton then sees the contiguous runs and issues vector loads (the general
+    index arithmetic hides them and gives 2-byte loads).
     """
     b = tl.program_id(1).to(tl.int64)
     p = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = p < positions
-    t = p // plane
-    rest = p - t * plane
-    h = rest // width
-    w = rest - h * width
-    x_base = x_ptr + b * sx_b + t * sx_t + h * sx_h + w * sx_w
-    o_base = out_ptr + b * so_b + t * so_t + h * so_h + w * so_w
+    if PLANES:
+        x_base = x_ptr + b * sx_b + p
+        o_base = out_ptr + b * so_b + p
+    else:
+        t = p // plane
+        rest = p - t * plane
+        h = rest // width
+        w = rest - h * width
+        x_base = x_ptr + b * sx_b + t * sx_t + h * sx_h + w * sx_w
+        o_base = out_ptr + b * so_b + t * so_t + h * so_h + w * so_w
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     x_c = x_base
     for c in range(0, channels):  # pointers advance by the channel stride: no 32-bit index overflow
-        v = tl.load(x_c, mask=mask, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            v += tl.load(bias_ptr + c)
-        acc += v * v
-        x_c += sx_c
-    norm = tl.maximum(tl.sqrt(acc), eps)
-    x_c = x_base
-    o_c = o_base
-    for c in range(0, channels):
-        v = tl.load(x_c, mask=mask, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            v += tl.load(bias_ptr + c)
-        g = tl.load(gain_ptr + c)
-        y = v / norm * g
-        if SILU:
-            y = y * tl.sigmoid(y)
-        tl.store(o_c, y.to(out_ptr.dtype.element_ty), mask=mask)
-        x_c += sx_c
-        o_c += so_c
-
-
-@triton.jit
-def rms_norm_planes(x_ptr, out_ptr, gain_ptr, bias_ptr, channels, positions, sx_b, sx_c, so_b, so_c, eps,
-                    HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BLOCK: tl.constexpr):
-    """:func:`rms_norm_channels` where each channel's (t, h, w) plane is contiguous in ``x`` and
-    ``out`` (channels-first, or a time slice of such a buffer): the offsets are ``p`` itself, so
-    Triton sees contiguous runs and issues vector loads (the general kernel's index arithmetic
-    hides that and falls back to 2-byte loads)."""
-    b = tl.program_id(1).to(tl.int64)
-    p = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = p < positions
-    x_base = x_ptr + b * sx_b + p
-    o_base = out_ptr + b * so_b + p
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
-    x_c = x_base
-    for c in range(0, channels):
         v = tl.load(x_c, mask=mask, other=0.0).to(tl.float32)
         if HAS_BIAS:
             v += tl.load(bias_ptr + c)
