@@ -136,8 +136,8 @@ class StageTimer:
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
-        self.peaks: dict[str, float] = {}  # peak GiB allocated within each stage (max over windows)
-        self.overall_peak = 0  # bytes: the stages' peaks are reset one by one, this keeps the run's
+        self.peaks: dict[str, int] = {}  # peak bytes allocated within each stage (max over windows)
+        self.overall_peak = 0  # the stages' peaks are reset one by one: this keeps the run's
         self.current: str | None = None
         self.start = 0.0
 
@@ -159,7 +159,7 @@ class StageTimer:
             self.seconds[self.current] = self.seconds.get(self.current, 0.0) + time.perf_counter() - self.start
             if torch.cuda.is_available():
                 peak = torch.cuda.max_memory_allocated()
-                self.peaks[self.current] = max(self.peaks.get(self.current, 0.0), peak / 2**30)
+                self.peaks[self.current] = max(self.peaks.get(self.current, 0), peak)
                 self.overall_peak = max(self.overall_peak, peak)
                 torch.cuda.reset_peak_memory_stats()
             self.current = None
@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                        "keyframes": sorted(keyframes), "seconds": median, "ms_per_frame": median / n_frames * 1000,
                        "parts_seconds": part, "stages_seconds": stage,
                        "peak_gib": max(torch.cuda.max_memory_allocated(), stages.overall_peak) / 2**30 if on_gpu else 0.0,
-                       "stage_peak_gib": {k: round(v, 2) for k, v in stages.peaks.items()},
+                       "stage_peak_gib": {k: round(v / 2**30, 2) for k, v in stages.peaks.items()},
                        "gpu": torch.cuda.get_device_name() if on_gpu else "cpu", "torch": torch.__version__,
                        "runs": times}
                 if args.file_to_file == n_frames and streaming:

@@ -246,6 +246,14 @@ def reference_rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float = 1e-12, 
     return (F.silu(y) if silu else y).to(x.dtype)
 
 
+def channels_last_format(x: torch.Tensor) -> torch.memory_format | None:
+    """``x``'s channels-last memory format (3D for 5-D tensors) when its channel stride is 1 and it
+    has several channels, else ``None``."""
+    if x.dim() not in (4, 5) or x.shape[1] < 2 or x.stride(1) != 1:
+        return None
+    return torch.channels_last_3d if x.dim() == 5 else torch.channels_last
+
+
 def _planes_contiguous(t: torch.Tensor) -> bool:
     """Each channel's (t, h, w) plane of a 5-D tensor is one contiguous run."""
     _, _, frames, height, width = t.shape
@@ -257,9 +265,7 @@ def _triton_rms_norm(x, gain, eps, silu, out, bias=None):
     kernels = _triton()
     if out is None:
         # Channels-last in, channels-last out (the fused Wan VAE keeps that layout for cuDNN).
-        layout = torch.channels_last_3d if x.dim() == 5 and x.stride(1) == 1 and x.shape[1] > 1 else None
-        layout = torch.channels_last if x.dim() == 4 and x.stride(1) == 1 and x.shape[1] > 1 else layout
-        out = torch.empty_like(x, memory_format=layout or torch.contiguous_format)
+        out = torch.empty_like(x, memory_format=channels_last_format(x) or torch.contiguous_format)
     x5 = x if x.dim() == 5 else x.unsqueeze(2)
     o5 = out if out.dim() == 5 else out.unsqueeze(2)
     batch, channels, frames, height, width = x5.shape

@@ -78,6 +78,15 @@ def group_apply(x_ptr, out_ptr, coef_ptr, scale_ptr, shift_ptr, it_ptr, ih_ptr, 
 
 
 @triton.jit
+def split_position(p, plane, width):
+    """Frame, row and column of flat positions ``p`` over (t, h, w) planes of ``plane = h * w``."""
+    t = p // plane
+    rest = p - t * plane
+    h = rest // width
+    return t, h, rest - h * width
+
+
+@triton.jit
 def rms_norm_channels(x_ptr, out_ptr, gain_ptr, bias_ptr, channels, positions, plane, width,
                       sx_b, sx_c, sx_t, sx_h, sx_w, so_b, so_c, so_t, so_h, so_w, eps,
                       HAS_BIAS: tl.constexpr, PLANES: tl.constexpr, SILU: tl.constexpr, BLOCK: tl.constexpr):
@@ -98,10 +107,7 @@ def rms_norm_channels(x_ptr, out_ptr, gain_ptr, bias_ptr, channels, positions, p
         x_base = x_ptr + b * sx_b + p
         o_base = out_ptr + b * so_b + p
     else:
-        t = p // plane
-        rest = p - t * plane
-        h = rest // width
-        w = rest - h * width
+        t, h, w = split_position(p, plane, width)
         x_base = x_ptr + b * sx_b + t * sx_t + h * sx_h + w * sx_w
         o_base = out_ptr + b * so_b + t * so_t + h * so_h + w * so_w
     acc = tl.zeros([BLOCK], dtype=tl.float32)
@@ -139,10 +145,7 @@ def rms_norm_rows(x_ptr, out_ptr, gain_ptr, bias_ptr, channels, positions, plane
     p = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     c = tl.arange(0, CBLOCK)
     mask = (p < positions)[:, None] & (c < channels)[None, :]
-    t = p // plane
-    rest = p - t * plane
-    h = rest // width
-    w = rest - h * width
+    t, h, w = split_position(p, plane, width)
     x_rows = x_ptr + b * sx_b + t * sx_t + h * sx_h + w * sx_w
     v = tl.load(x_rows[:, None] + c[None, :], mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:

@@ -41,7 +41,7 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import (
 )
 from torch import nn
 
-from vsrkit.backbones.kernels import add_bias_residual, fused_path_applies, rms_norm
+from vsrkit.backbones.kernels import add_bias_residual, channels_last_format, fused_path_applies, rms_norm
 
 
 def _fused(module: nn.Module, x: torch.Tensor) -> bool:
@@ -77,13 +77,8 @@ def _conv(conv: WanCausalConv3d, padded: torch.Tensor, bias: bool = True) -> tor
 def _time_padded_buffer(like: torch.Tensor, front: int) -> torch.Tensor:
     """An empty ``like``-shaped buffer with ``front`` more frames, in ``like``'s layout."""
     batch, channels, frames, height, width = like.shape
-    layout = torch.channels_last_3d if _is_channels_last(like) else torch.contiguous_format
     return torch.empty(batch, channels, front + frames, height, width, dtype=like.dtype, device=like.device,
-                       memory_format=layout)
-
-
-def _is_channels_last(x: torch.Tensor) -> bool:
-    return x.dim() == 5 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last_3d)
+                       memory_format=channels_last_format(like) or torch.contiguous_format)
 
 
 def _to_channels_last(module: nn.Module) -> None:

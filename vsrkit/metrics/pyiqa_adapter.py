@@ -151,6 +151,7 @@ def no_downloads(key: str, torch_home: str) -> Iterator[None]:
          download_util.DEFAULT_CACHE_DIR, urllib.request.urlopen) = saved
         hub.set_dir(old_dir)
 
+
 def build_perceptual_loss(name: str, device: torch.device | str, key: str):
     """pyiqa's DISTS or LPIPS as a differentiable loss on ``(N, C, H, W)`` frames in [0, 1] (the
     releases' ``pyiqa.create_metric(name, as_loss=True)``), built without any download.

@@ -38,11 +38,11 @@ from torch import nn
 
 from vsrkit.backbones import convert, loading, runtime
 from vsrkit.errors import UserError, WeightsError
-from vsrkit.methods.shared import sample_seed, upsample_frames
 from vsrkit.methods.protocol import OptimizerGroup, WindowContext, WindowSpec
 from vsrkit.methods.pssr.config import PSSRConfig
 from vsrkit.methods.pssr.convert import build_lpips, draft_state_to_release, load_draft_state, lora_state_to_release
 from vsrkit.methods.pssr.model import BlockInputTap, FrequencyDomainUpdate, LoRALinear, PSSRDraftTransformer
+from vsrkit.methods.shared import sample_seed, upsample_frames
 
 logger = logging.getLogger(__name__)
 

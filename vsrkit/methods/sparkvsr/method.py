@@ -33,8 +33,8 @@ import torch.nn.functional as F
 
 from vsrkit.backbones.loading import write_pipeline_folder
 from vsrkit.errors import UserError, WeightsError
-from vsrkit.methods.shared import sample_seed, upsample_frames
 from vsrkit.methods.protocol import WindowContext, WindowSpec
+from vsrkit.methods.shared import sample_seed, upsample_frames
 from vsrkit.methods.sparkvsr.config import SparkVSRConfig
 from vsrkit.metrics.pyiqa_adapter import build_perceptual_loss
 
@@ -431,7 +431,7 @@ class SparkVSRMethod:
             cfg = dataclasses.replace(cfg, vae_dtype=cfg.dtype)
         if self.config.stage == 2 and self._perceptual_name() is not None:
             # Fail before the big load when pyiqa or the loss's weights are missing.
-            self._perceptual = build_perceptual_loss(self._perceptual_name(), torch.device(device), f"method.{self._perceptual_name()}_weight")
+            self._perceptual = self._build_perceptual(self._perceptual_name(), torch.device(device))
         self.backbone = build_backbone(cfg, device, torch.float32)
         self._check_release()
         self._prompt = self.backbone.prompt_embeds("")
@@ -581,7 +581,7 @@ class SparkVSRMethod:
         name = self._perceptual_name()
         if name is not None:
             if self._perceptual is None:
-                self._perceptual = build_perceptual_loss(name, pred.device, f"method.{name}_weight")
+                self._perceptual = self._build_perceptual(name, pred.device)
             # Every frame of every sample, averaged (the release averages its per-frame losses).
             flat_pred = pred.permute(0, 2, 1, 3, 4).reshape(-1, 3, hh, ww)
             flat_gt = gt.permute(0, 2, 1, 3, 4).reshape(-1, 3, hh, ww)
@@ -603,6 +603,11 @@ class SparkVSRMethod:
         if self.config.dists_weight > 0:
             return "dists"
         return "lpips" if self.config.lpips_weight > 0 else None
+
+    @staticmethod
+    def _build_perceptual(name: str, device: torch.device):
+        """pyiqa's ``name`` loss; errors name ``method.<name>_weight`` as the switch that asked for it."""
+        return build_perceptual_loss(name, device, f"method.{name}_weight")
 
     def state_dict(self) -> dict:
         """The transformer's weights (diffusers key names, no wrapper prefix)."""

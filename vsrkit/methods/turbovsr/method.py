@@ -39,8 +39,8 @@ import torch
 
 from vsrkit.backbones.loading import write_pipeline_folder
 from vsrkit.errors import UserError, WeightsError
-from vsrkit.methods.shared import sample_seed, upsample_frames
 from vsrkit.methods.protocol import WindowContext, WindowSpec
+from vsrkit.methods.shared import sample_seed, upsample_frames
 from vsrkit.methods.turbovsr.config import TurboVSRConfig
 
 logger = logging.getLogger(__name__)
