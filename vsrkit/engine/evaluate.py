@@ -68,16 +68,29 @@ def build_metric_set(metric_node: Any) -> dict:
     return {name: build_metric(name, to_dataclass(metric_node[name], f"metric `{name}`")) for name in metric_node}
 
 
-def score_pairs(pairs: list, metrics: dict, *, align: str = "crop", chunk: int = 16) -> tuple[list, dict]:
-    """Score every pair; returns ``(per-video VideoScores list, dataset summary)``."""
+def _frames(path: Path, chunk: int, autorotate: bool):
     from vsrkit.io import open_source
+    from vsrkit.io.orientation import orient
+
+    source = open_source(path)
+    matrix = source.info.display_matrix if autorotate else None
+    return (orient(c.frames, matrix) for c in source.chunks(chunk))
+
+
+def score_pairs(pairs: list, metrics: dict, *, align: str = "crop", chunk: int = 16,
+                autorotate: bool = True) -> tuple[list, dict]:
+    """Score every pair; returns ``(per-video VideoScores list, dataset summary)``.
+
+    ``autorotate``: compare videos as displayed (their display matrix applied,
+    :mod:`vsrkit.io.orientation`), so an upscaled frames folder, written upright, scores against
+    a phone's rotated ground-truth video; false: as stored.
+    """
     from vsrkit.metrics.aggregate import evaluate_pair, summarize
 
     videos = []
     for name, pred, gt in pairs:
-        pred_source = open_source(pred)
-        gt_chunks = (c.frames for c in open_source(gt).chunks(chunk)) if gt is not None else None
-        scores = evaluate_pair((c.frames for c in pred_source.chunks(chunk)), gt_chunks, metrics, name=name, align=align)
+        gt_frames = _frames(gt, chunk, autorotate) if gt is not None else None
+        scores = evaluate_pair(_frames(pred, chunk, autorotate), gt_frames, metrics, name=name, align=align)
         if scores.frames_dropped_from:
             logger.warning("%s: the %s had more frames and was truncated to %d", name, scores.frames_dropped_from,
                            scores.num_frames)

@@ -172,16 +172,25 @@ class OutputGeometry:
         return out
 
 
-def output_geometry(io_cfg, src_hw: tuple[int, int]) -> OutputGeometry | None:
-    """The geometry ``io_cfg`` asks for on frames of ``src_hw``, or None (write them as they are)."""
+def output_geometry(io_cfg, src_hw: tuple[int, int], display_matrix=None) -> OutputGeometry | None:
+    """The geometry ``io_cfg`` asks for on frames of ``src_hw``, or None (write them as they are).
+
+    ``display_matrix``: the input video's (:mod:`vsrkit.io.orientation`). ``io.output_size`` is
+    the size a player shows, so under a quarter turn (a phone's portrait clip, stored as landscape
+    frames) the stored frames get it swapped; the written video keeps the matrix.
+    """
     size = parse_output_size(getattr(io_cfg, "output_size", None))
     if size is None:
         return None
+    from vsrkit.io.orientation import swaps_axes
+
     width, height = size
+    if swaps_axes(display_matrix):
+        width, height = height, width
     return OutputGeometry(tuple(src_hw), (height, width), io_cfg.output_fit, io_cfg.output_filter)
 
 
-def output_hw(io_cfg, src_hw: tuple[int, int]) -> tuple[int, int]:
-    """``(H, W)`` of the frames written for a method output of ``src_hw``."""
-    geometry = output_geometry(io_cfg, src_hw)
+def output_hw(io_cfg, src_hw: tuple[int, int], display_matrix=None) -> tuple[int, int]:
+    """``(H, W)`` of the stored frames written for a method output of ``src_hw``."""
+    geometry = output_geometry(io_cfg, src_hw, display_matrix)
     return tuple(src_hw) if geometry is None else geometry.target_hw

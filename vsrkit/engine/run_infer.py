@@ -159,12 +159,13 @@ def open_writer(dst: Path, info, scale: int, io_cfg: IOConfig, overwrite: bool, 
                 audio_origin: Fraction = Fraction(0)):
     """The writer for ``dst``: a video file, an image, or a frames folder (no suffix) whose files are
     called ``names`` (the input frames' names) when given. Frames are ``scale`` times the input, or
-    ``io.output_size`` (:mod:`vsrkit.engine.geometry`). ``audio_start`` / ``audio_origin``: see
+    ``io.output_size`` (:mod:`vsrkit.engine.geometry`, the displayed size: a video keeps the
+    input's display matrix). ``audio_start`` / ``audio_origin``: see
     :class:`vsrkit.io.VideoWriter` (a segment's audio)."""
     from vsrkit.engine.geometry import output_hw
     from vsrkit.io import FramesWriter, VideoWriter, is_video
 
-    height, width = output_hw(io_cfg, (info.height * scale, info.width * scale))
+    height, width = output_hw(io_cfg, (info.height * scale, info.width * scale), info.display_matrix)
     if is_video(dst):
         fps = info.fps if info.fps is not None else parse_fps(io_cfg.frames_fps)
         return VideoWriter(
@@ -310,7 +311,7 @@ class OpenedInput:
         (``io.output_size``), or None when they are written as they are."""
         from vsrkit.engine.geometry import output_geometry
 
-        return output_geometry(io_cfg, (self.info.height * scale, self.info.width * scale))
+        return output_geometry(io_cfg, (self.info.height * scale, self.info.width * scale), self.info.display_matrix)
 
     def open_writer(self, dst: Path, scale: int, io_cfg: IOConfig, overwrite: bool):
         """The writer of ``dst`` (:func:`open_writer`) for this span: frame names, audio cut to match."""

@@ -66,6 +66,8 @@ class IOConfig:
             frame batch (:mod:`vsrkit.engine.geometry`). The SparkVSR release's
             ``--output_resolution H W``. ``None``: ``scale`` times the input. An odd size needs a
             4:4:4 or RGB output (``io.pix_fmt=yuv444p`` or ``io.codec=ffv1``) for video files.
+            It is the size a player shows: a phone's portrait clip, stored as landscape frames
+            with a quarter-turn display matrix that the output keeps, takes ``1080x1920``.
         output_fit: How the output reaches ``output_size``: ``crop`` (the release's: scale to cover,
             centre-crop), ``pad`` (scale to fit, centre on black) or ``stretch`` (ignore the aspect).
         output_filter: Interpolation of that resize: ``bilinear`` (the release's ``--upscale_mode``

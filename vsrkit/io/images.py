@@ -23,6 +23,7 @@ from vsrkit.io.kinds import (  # noqa: F401 -- the file kinds live in kinds.py (
     natural_key,
     writable_image,
 )
+from vsrkit.io.orientation import exif_orientation, orient_exif, swaps_exif_axes
 from vsrkit.io.publish import partial_path, publish, remove_stale_partials
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def _reason(err: av.error.FFmpegError) -> str:
 
 
 def probe_image(path: str | os.PathLike) -> tuple[int, int, int, str]:
-    """Size and depth of an image without converting it.
+    """Size (upright, as :func:`read_image` returns it) and depth of an image without converting it.
 
     Args:
         path: An image file.
@@ -67,12 +68,17 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int, int, str]:
     Raises:
         VideoReadError: The file is missing or not a decodable image.
     """
-    frame = _decode_image(_existing(path))
-    return frame.width, frame.height, bit_depth(frame.format), frame.format.name
+    path = _existing(path)
+    frame = _decode_image(path)
+    width, height = (frame.height, frame.width) if swaps_exif_axes(exif_orientation(path)) else \
+        (frame.width, frame.height)
+    return width, height, bit_depth(frame.format), frame.format.name
 
 
 def read_image(path: str | os.PathLike, high_bit_depth: bool | None = None) -> np.ndarray:
-    """Read an image as RGB (alpha dropped, grey and palette expanded).
+    """Read an image as RGB (alpha dropped, grey and palette expanded), upright: an EXIF
+    ``Orientation`` (a phone's photo) is applied, as image viewers and ``cv2.imread`` do, since
+    nothing written later carries the tag (:mod:`vsrkit.io.orientation`).
 
     Args:
         path: A PNG, JPEG, BMP or TIFF file.
@@ -84,10 +90,11 @@ def read_image(path: str | os.PathLike, high_bit_depth: bool | None = None) -> n
     Raises:
         VideoReadError: The file is missing or not a decodable image.
     """
-    frame = _decode_image(_existing(path))
+    path = _existing(path)
+    frame = _decode_image(path)
     if high_bit_depth is None:
         high_bit_depth = bit_depth(frame.format) > 8
-    return frame_to_rgb(frame, high_bit_depth=high_bit_depth)
+    return orient_exif(frame_to_rgb(frame, high_bit_depth=high_bit_depth), exif_orientation(path))
 
 
 def _existing(path: str | os.PathLike) -> Path:
