@@ -184,6 +184,41 @@ def test_truncated_input_is_said_in_log_and_summary_or_refused(real_data, tmp_pa
     assert not (tmp_path / "no.mp4").exists() and not [p for p in tmp_path.iterdir() if "partial" in p.name]
 
 
+def test_damaged_input_keeps_its_timing_and_is_said_or_refused(real_data, tmp_path):
+    # One destroyed packet (frame 11 of DOVE 002) costs that frame only: the other 31 are upscaled
+    # and keep their timestamps, so the gap stays a gap and the clip keeps its length.
+    src = real_data / "zhengchen1999_DOVE/002.mp4"
+    bad = tmp_path / "bad.mp4"
+    with av.open(str(src)) as source, av.open(str(bad), "w") as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        packets = [p for p in source.demux(source.streams.video[0]) if p.dts is not None]
+        for index, packet in enumerate(packets):
+            if index == 12:
+                broken = av.Packet(bytes(packet)[: packet.size // 3])
+                broken.pts, broken.dts, broken.time_base = packet.pts, packet.dts, packet.time_base
+                packet = broken
+            packet.stream = stream
+            out.mux(packet)
+    run = vsrkit("infer", "method=bicubic", "scale=1", f"input={bad}", f"output={tmp_path / 'kept.mkv'}",
+                 "io.codec=ffv1")
+    assert run.returncode == 0, run.stderr
+    summary = run.stdout.strip().splitlines()[-1]
+    assert summary.startswith(f"{tmp_path / 'kept.mkv'}: 31 frames")
+    assert "damaged: 1 packet could not be decoded" in summary and "31 frames decoded, the container declares 32" \
+        in summary
+    with av.open(str(tmp_path / "kept.mkv")) as container:
+        stream = container.streams.video[0]
+        seconds = [float(f.pts * stream.time_base) for f in container.decode(stream)]
+    assert len(seconds) == 31 and seconds[0] == 0 and seconds[-1] == pytest.approx(31 / 16, abs=1e-3)
+    assert sum(b - a > 1.5 / 16 for a, b in zip(seconds, seconds[1:])) == 1  # the one missing frame
+    refused = vsrkit("infer", "method=bicubic", "scale=1", f"input={bad}", f"output={tmp_path / 'no.mkv'}",
+                     "io.codec=ffv1", "io.on_truncated=error")
+    assert refused.returncode == 2
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: Input {bad} is damaged: 1 packet"), refused.stderr
+    assert not (tmp_path / "no.mkv").exists()
+
+
 def test_frames_folder_output_keeps_the_input_names(real_data, tmp_path):
     import shutil
 

@@ -365,6 +365,95 @@ def test_resolution_change_mid_stream_is_one_clear_error(tmp_path, helpers):
         open_source(joined).read()
 
 
+def _damage_packets(src: Path, dst: Path, damaged: set[int], how: str = "random") -> Path:
+    """Copy ``src`` with the payload of the packets numbered in ``damaged`` (decoding order)
+    replaced: random bytes after the first four, or cut to a third."""
+    rng = np.random.default_rng(0)
+    with av.open(str(src)) as source, av.open(str(dst), "w") as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        index = 0
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is None:
+                continue
+            if index in damaged:
+                data = bytearray(bytes(packet))
+                if how == "random":
+                    data[4:] = rng.integers(0, 256, len(data) - 4, dtype=np.uint8).tobytes()
+                else:
+                    data = data[: len(data) // 3]
+                broken = av.Packet(bytes(data))
+                broken.pts, broken.dts, broken.time_base = packet.pts, packet.dts, packet.time_base
+                broken.is_keyframe = packet.is_keyframe
+                packet = broken
+            packet.stream = stream
+            out.mux(packet)
+            index += 1
+    return dst
+
+
+def _ffmpeg_frames(path: Path) -> list[tuple[int, str]]:
+    """``(pts, md5 of the raw decoded frame)`` of every frame FFmpeg's command line decodes."""
+    import subprocess
+
+    ffmpeg = pytest.importorskip("imageio_ffmpeg").get_ffmpeg_exe()
+    listing = subprocess.run([ffmpeg, "-v", "quiet", "-i", str(path), "-fps_mode", "passthrough", "-copyts",
+                              "-f", "framemd5", "-"], capture_output=True, text=True, check=True).stdout
+    rows = [line.split(",") for line in listing.splitlines() if line and not line.startswith("#")]
+    return [(int(row[2]), row[5].strip()) for row in rows]
+
+
+@pytest.mark.parametrize("how", ["random", "cut"])
+def test_a_damaged_packet_costs_its_frame_and_decoding_goes_on_like_ffmpeg(tmp_path, dove_002, how):
+    # DOVE 002 has 32 frames. Packet 12's payload is destroyed: FFmpeg's command line skips it and
+    # decodes the other 31; so does vsrkit, frame for frame (md5 of the raw decoded picture, pts
+    # in FFmpeg's 1/16 output time base). The release's habit of stopping at the first error
+    # would have kept 12.
+    import hashlib
+
+    bad = _damage_packets(dove_002, tmp_path / "bad.mp4", {12}, how)
+    expected = _ffmpeg_frames(bad)
+    assert len(expected) == 31
+    source = open_source(bad)
+    info = source.info
+    assert (info.num_frames, info.declared_frames) == (31, 32)
+    assert info.truncated.startswith("damaged: 1 packet could not be decoded and decoding went on (the first "
+                                     "reported at packet ")
+    assert info.truncated.endswith("; 31 frames decoded, the container declares 32")
+    ours = [(pts * 16 // 16384, hashlib.md5(frame.to_ndarray().tobytes()).hexdigest())
+            for pts, frame in zip(source.frame_pts(), reader_module.decode_frames(bad))]
+    assert ours == expected
+    assert source.read().shape[0] == 31
+
+
+def test_damaged_and_truncated_are_one_line(tmp_path, dove_002):
+    bad = _faststart_copy(_damage_packets(dove_002, tmp_path / "damaged.mp4", {5, 9}), tmp_path / "bad.mp4")
+    with av.open(str(bad)) as container:
+        ends = [p.pos + p.size for p in container.demux(video=0) if p.dts is not None]
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(bad.read_bytes()[: ends[19]])
+    info = open_source(cut).info
+    assert info.truncated.startswith("truncated: decoding stopped early (the file ends after 20 of the 32 packets "
+                                     "its index lists); 2 packets could not be decoded and decoding went on")
+    assert info.num_frames == len(_ffmpeg_frames(cut)) == 18
+
+
+def test_a_damaged_first_packet_is_skipped_by_the_probe_too(tmp_path, helpers):
+    # An all-intra clip whose first packet is destroyed: the probe must find frame 1, not give up.
+    frames = helpers.gradient_frames(6, 32, 48)
+    clip = tmp_path / "intra.mp4"
+    with av.open(str(clip), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        stream.options = {"g": "1", "bf": "0"}
+        for rgb in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        out.mux(stream.encode(None))
+    bad = _damage_packets(clip, tmp_path / "bad.mp4", {0})
+    info = open_source(bad).info
+    assert info.num_frames == len(_ffmpeg_frames(bad)) == 5
+    assert info.truncated.startswith("damaged: 1 packet could not be decoded")
+
+
 def test_mp4_cut_between_packets_is_reported_from_its_index(tmp_path, dove_002):
     # Cut exactly after packet 10: no packet is damaged, but the index lists 32.
     whole = _faststart_copy(dove_002, tmp_path / "fs.mp4")

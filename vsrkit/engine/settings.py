@@ -58,9 +58,11 @@ class IOConfig:
         audio: Copy the input's audio track into video outputs.
         frames_fps: Frame rate (a fraction like ``24000/1001`` or a number) used when a frames
             folder or image is written as a video.
-        on_truncated: What to do with an input whose decoding stops early (cut-off download,
-            damaged file): ``keep`` upscales the frames that decode and says so in the log and the
-            summary; ``error`` stops with exit status 2 and writes nothing.
+        on_truncated: What to do with an input whose decoding stops early (a cut-off download)
+            or skips packets the decoder refuses (a damaged file; decoding goes on after them, as
+            FFmpeg's does, and their frames are missing): ``keep`` upscales the frames that decode
+            and says so in the log and the summary; ``error`` stops with exit status 2 and writes
+            nothing.
         output_size: Write frames of exactly this size, ``WIDTHxHEIGHT`` (``1280x720``), instead of
             ``scale`` times the input; the method's output is resized on the device, frame batch by
             frame batch (:mod:`vsrkit.engine.geometry`). The SparkVSR release's

@@ -350,8 +350,11 @@ class DecodeReport:
         declared_frames: Frames the container declares for the stream: its frame count (MP4/MOV
             index), else its duration times the frame rate (Matroska, WebM); None: unknown.
         declared_exact: Whether ``declared_frames`` is a count rather than a duration estimate.
-        packets: Video packets demuxed and decoded.
+        packets: Video packets demuxed (damaged ones included).
         frames: Frames decoded.
+        damaged: Packets the decoder refused. Decoding goes on after them, as FFmpeg's command
+            line does, so one damaged packet costs its own frames, not the rest of the file.
+        first_damage: Which packet was the first of those, and why (None: none was).
         problem: Why decoding stopped early (None: it reached the end of the stream).
     """
 
@@ -359,6 +362,8 @@ class DecodeReport:
     declared_exact: bool = True
     packets: int = 0
     frames: int = 0
+    damaged: int = 0
+    first_damage: str | None = None
     problem: str | None = None
 
     def declare(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> None:
@@ -373,7 +378,8 @@ class DecodeReport:
             self.declared_frames, self.declared_exact = round(seconds * Fraction(rate)), False
 
     def truncation(self) -> str | None:
-        """One line saying decoding stopped early, with both counts; None when it did not."""
+        """One line saying decoding stopped early or skipped damaged packets, with both frame
+        counts; None when neither happened."""
         declared = self.declared_frames or None
         problem = self.problem
         if problem is None and declared is not None:
@@ -382,19 +388,34 @@ class DecodeReport:
             elif not self.declared_exact and self.packets < 0.95 * declared - 2:
                 # A duration is a rounded estimate (variable frame rates): only a clear shortfall counts.
                 problem = f"the file ends {declared - self.packets} frames before the duration its header gives"
-        if problem is None:
-            return None
         counts = f"{self.frames} frames decoded, the container declares {declared}" if declared else \
             f"{self.frames} frames decoded"
-        return f"truncated: decoding stopped early ({problem}); {counts}"
+        damage = None
+        if self.damaged:
+            packets = "1 packet" if self.damaged == 1 else f"{self.damaged} packets"
+            damage = f"{packets} could not be decoded and decoding went on (the first reported at {self.first_damage})"
+        if problem is not None:
+            return f"truncated: decoding stopped early ({problem}){'; ' + damage if damage else ''}; {counts}"
+        if damage is not None:
+            return f"damaged: {damage}; {counts}"
+        return None
+
+    def refuse(self, error: av.error.FFmpegError) -> None:
+        """Count a packet the decoder refused (:attr:`damaged`)."""
+        if self.first_damage is None:
+            self.first_damage = f"packet {self.packets}: {_reason(error)}"
+        self.damaged += 1
+        self.packets += 1
 
 
 def decode_frames(path: str | os.PathLike, report: DecodeReport | None = None) -> Iterator[av.VideoFrame]:
     """Decoded frames of a video's first stream, lazily, with frame+slice threading.
 
     Decoding stops early, keeping every frame decoded so far (the decoder is flushed), at a
-    packet that the end of the file cuts short, at a demuxing error or at a decoding error;
-    ``report`` says which, so a caller can tell a truncated file from a complete one.
+    packet that the end of the file cuts short or at a demuxing error. A packet the decoder
+    refuses is skipped and decoding goes on, as FFmpeg's command line does (its frames are
+    missing; the frames after it are what FFmpeg shows). ``report`` says what happened, so a
+    caller can tell a truncated or damaged file from a complete one.
 
     Args:
         path: A video file.
@@ -432,8 +453,8 @@ def decode_frames(path: str | os.PathLike, report: DecodeReport | None = None) -
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as err:
-                report.problem = f"decoding failed at packet {report.packets}: {_reason(err)}"
-                break
+                report.refuse(err)
+                continue
             report.packets += 1
             for frame in frames:
                 report.frames += 1
@@ -466,13 +487,9 @@ def _probe_video(path: Path) -> _Probe:
             raise VideoReadError(f"Video {path} is not a readable video: it has no video stream.")
         stream = container.streams.video[0]
         has_audio = bool(container.streams.audio)
-        try:
-            first = next(container.decode(stream), None)
-        except av.error.FFmpegError as err:
-            reason = getattr(err, "strerror", None) or str(err)
-            raise VideoReadError(f"Video {path} has no decodable video frames ({reason}).") from None
+        first, reason = _first_frame(container, stream)
         if first is None:
-            raise VideoReadError(f"Video {path} has no decodable video frames.")
+            raise VideoReadError(f"Video {path} has no decodable video frames{f' ({reason})' if reason else ''}.")
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         return _Probe(
             width=first.width,
@@ -487,6 +504,24 @@ def _probe_video(path: Path) -> _Probe:
         )
     finally:
         container.close()
+
+
+def _first_frame(container: av.container.InputContainer, stream: av.video.stream.VideoStream):
+    """``(first decoded frame or None, why the decoder refused a packet or None)``; refused packets
+    are skipped like :func:`decode_frames` skips them, so the probe agrees with the count."""
+    reason = None
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as err:
+                reason = reason or _reason(err)
+                continue
+            if frames:
+                return frames[0], reason
+    except av.error.FFmpegError as err:
+        reason = reason or _reason(err)
+    return None, reason
 
 
 def open_source(path: str | os.PathLike, frames_fps: Fraction | int | None = None) -> FrameSource:
