@@ -425,6 +425,20 @@ def test_a_damaged_packet_costs_its_frame_and_decoding_goes_on_like_ffmpeg(tmp_p
     assert source.read().shape[0] == 31
 
 
+def test_the_report_names_the_first_of_several_damaged_packets(tmp_path, dove_002):
+    import re
+
+    bad = _damage_packets(dove_002, tmp_path / "bad.mp4", {2, 28})
+    info = open_source(bad).info
+    assert info.num_frames == len(_ffmpeg_frames(bad)) == 30
+    found = re.fullmatch(r"damaged: 2 packets could not be decoded and decoding went on \(the first reported at "
+                         r"packet (\d+): .+\); 30 frames decoded, the container declares 32", info.truncated)
+    assert found, info.truncated
+    # Frame threads report a refused packet a few packets late (at most 16, FFmpeg's thread cap),
+    # so the first is named near packet 2, well before packet 28.
+    assert 2 <= int(found.group(1)) < 2 + 16
+
+
 def test_damaged_and_truncated_are_one_line(tmp_path, dove_002):
     bad = _faststart_copy(_damage_packets(dove_002, tmp_path / "damaged.mp4", {5, 9}), tmp_path / "bad.mp4")
     with av.open(str(bad)) as container:
