@@ -219,6 +219,39 @@ def test_damaged_input_keeps_its_timing_and_is_said_or_refused(real_data, tmp_pa
     assert not (tmp_path / "no.mkv").exists()
 
 
+def test_an_unreadable_input_does_not_stop_a_batch(real_data, tmp_path):
+    import shutil
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.mp4", "c.mp4"):
+        shutil.copy(real_data / "zhengchen1999_DOVE/002.mp4", videos / name)
+    (videos / "b.mp4").write_text("a download that went wrong\n")
+    out = tmp_path / "out"
+    run = vsrkit("infer", "method=bicubic", "scale=1", f"input={videos}", f"output={out}", "max_frames=2")
+    assert run.returncode == 2
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "c.mp4"]
+    assert [line.split(":")[0] for line in run.stdout.splitlines() if "frames," in line] == [str(out / "a.mp4"),
+                                                                                              str(out / "c.mp4")]
+    lines = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 2, run.stderr
+    assert f"{videos / 'b.mp4'} is not a readable video" in lines[0] and "going on with the other inputs" in lines[0]
+    assert lines[1].startswith(f"error: 1 of 3 inputs could not be read: {videos / 'b.mp4'}. The other outputs")
+    # Fixed, the rerun does only what is missing.
+    shutil.copy(real_data / "zhengchen1999_DOVE/002.mp4", videos / "b.mp4")
+    rerun = vsrkit("infer", "method=bicubic", "scale=1", f"input={videos}", f"output={out}", "max_frames=2",
+                   "skip_existing=true")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "skipped 2 finished output(s)" in rerun.stdout and f"{out / 'b.mp4'}: 2 frames" in rerun.stdout
+    # One input alone still stops at once, in one line.
+    (tmp_path / "bad.mp4").write_text("no\n")
+    single = vsrkit("infer", "method=bicubic", f"input={tmp_path / 'bad.mp4'}", f"output={tmp_path / 'y.mp4'}")
+    assert single.returncode == 2
+    assert [line for line in single.stderr.splitlines() if line.strip()] == [
+        f"error: Video {tmp_path / 'bad.mp4'} is not a readable video (Invalid data found when processing input); "
+        f"it may be truncated or not a video."]
+
+
 def test_frames_folder_output_keeps_the_input_names(real_data, tmp_path):
     import shutil
 

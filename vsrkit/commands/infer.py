@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from vsrkit.errors import UserError
+from vsrkit.errors import UserError, VideoReadError
 
 
 def run(cfg) -> None:
@@ -23,6 +24,7 @@ def run(cfg) -> None:
     parse_position(cfg.start, "start")  # a malformed range fails before anything loads
     parse_position(cfg.end, "end")
     pairs = list_inputs(cfg.input, cfg.output)
+    batch = len(pairs) > 1
     from vsrkit.engine.geometry import check_output_size
 
     for _, dst in pairs:
@@ -63,12 +65,29 @@ def run(cfg) -> None:
         pairs, finished = unfinished(pairs)
         if finished:
             print(f"skipped {len(finished)} finished output(s) (first: {finished[0][1]}); {len(pairs)} to do")
+    # In a batch, an input that cannot be read must not cost the others: it is reported, the
+    # batch goes on, and the run ends with an error naming it. A split run stays all-or-nothing,
+    # since its processes meet at every file and one going on alone would leave the others waiting.
+    go_on = batch and not split_frames
+    unreadable = []
     for src, dst in pairs:
         common = dict(io_cfg=io_cfg, overwrite=cfg.overwrite, max_frames=cfg.max_frames,
                       decode_chunk=engine_cfg.decode_chunk, keyframes_for=keyframes_for, start=cfg.start, end=cfg.end)
-        if split_frames:
-            stats = distributed.upscale_file_split(procs, runner, Path(src), Path(dst), config=dist_cfg, **common)
-        else:
-            stats = upscale_file(runner, Path(src), Path(dst), **common)
+        try:
+            if split_frames:
+                stats = distributed.upscale_file_split(procs, runner, Path(src), Path(dst), config=dist_cfg, **common)
+            else:
+                stats = upscale_file(runner, Path(src), Path(dst), **common)
+        except VideoReadError as err:
+            if not go_on:
+                raise
+            print(f"error: {err} No output for it; going on with the other inputs.", file=sys.stderr, flush=True)
+            unreadable.append(src)
+            continue
         if stats is not None:  # None: a process of a split run other than the first (which writes)
             print(summary_line(stats, [weights_note] if weights_note else []))
+    if unreadable:
+        others = f" (and {len(unreadable) - 1} more, listed above)" if len(unreadable) > 1 else ""
+        raise UserError(f"{len(unreadable)} of {len(pairs)} inputs could not be read: {unreadable[0]}{others}. "
+                        f"The other outputs are written; fix or remove those inputs and rerun with "
+                        f"skip_existing=true to do only what is missing.")
