@@ -14,6 +14,7 @@ reads with) and Pillow's ``ImageOps.exif_transpose`` do.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import Sequence
@@ -105,10 +106,15 @@ def orient(frames: np.ndarray, matrix: Sequence[int] | None) -> np.ndarray:
         return frames
     ops = _operations(matrix)
     if ops is None:
-        logger.warning("The display matrix %s is not a quarter turn or flip; frames are kept as stored.",
-                       tuple(matrix))
+        _warn_kept_as_stored(tuple(matrix))
         return frames
     return _apply(frames, ops)
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_kept_as_stored(matrix: tuple[int, ...]) -> None:
+    # Once per matrix: callers orient chunk by chunk.
+    logger.warning("The display matrix %s is not a quarter turn or flip; frames are kept as stored.", matrix)
 
 
 def _apply(frames: np.ndarray, ops: list[str]) -> np.ndarray:
