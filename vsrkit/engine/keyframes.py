@@ -379,13 +379,33 @@ def source_images(config: KeyframesConfig, indices: list[int], request: Keyframe
             f"{indices}; give one image per keyframe (e.g. keyframes.selector=manual keyframes.indices=[...])."
         )
     return {
-        index: fit_keyframe(to_unit_range(read_image(path)), request.content_hw, request.out_hw, config.resize)
+        index: fit_keyframe(to_unit_range(_as_input_stores(read_image(path), request)), request.content_hw,
+                            request.out_hw, config.resize)
         for index, path in zip(indices, files)
     }
 
 
+def _input_matrix(request: KeyframeRequest) -> tuple[int, ...] | None:
+    """The display matrix of the input video, whose stored frames the keyframes must line up with."""
+    from vsrkit.io.reader import open_source
+
+    if request.input_path is None:
+        return None
+    source = open_source(request.input_path)
+    return source.display_matrix if source.kind == "video" else None
+
+
+def _as_input_stores(image: np.ndarray, request: KeyframeRequest) -> np.ndarray:
+    """An upright ``(H, W, 3)`` picture turned the way the input video stores its frames (a phone's
+    portrait clip is stored as landscape frames plus a rotation; :mod:`vsrkit.io.orientation`)."""
+    from vsrkit.io.orientation import to_stored
+
+    return to_stored(image[None], _input_matrix(request))[0]
+
+
 def read_frames(path: str, indices: list[int]) -> dict:
-    """Frames ``indices`` of a video file or a folder of frames (an image serves every index).
+    """Frames ``indices`` of a video file or a folder of frames (an image serves every index), as
+    displayed: a video's display matrix is applied, images are upright (EXIF).
 
     Returns:
         ``{index: (H, W, 3) uint8/uint16 RGB}``.
@@ -394,6 +414,8 @@ def read_frames(path: str, indices: list[int]) -> dict:
         UserError: The path cannot be read, or it has fewer frames than an index needs.
     """
     from vsrkit.io.reader import open_source
+
+    from vsrkit.io.orientation import orient
 
     source = open_source(path)
     if source.kind == "image":
@@ -404,7 +426,7 @@ def read_frames(path: str, indices: list[int]) -> dict:
     for chunk in source.chunks(16, max_frames=max(indices) + 1):
         for offset, frame in enumerate(chunk.frames):
             if chunk.start + offset in wanted:
-                out[chunk.start + offset] = frame.copy()
+                out[chunk.start + offset] = orient(frame[None], source.display_matrix)[0].copy()
     missing = sorted(wanted - set(out))
     if missing:
         raise UserError(f"`keyframes.gt` {path} has fewer frames than keyframe(s) {missing} need.")
@@ -419,8 +441,8 @@ def source_gt(config: KeyframesConfig, indices: list[int], request: KeyframeRequ
     last = request.num_frames - 1  # a position in the temporal padding shows the last frame
     frames = read_frames(config.gt, sorted({min(index, last) for index in indices}))
     return {
-        index: fit_keyframe(to_unit_range(frames[min(index, last)]), request.content_hw, request.out_hw,
-                            config.resize)
+        index: fit_keyframe(to_unit_range(_as_input_stores(frames[min(index, last)], request)), request.content_hw,
+                            request.out_hw, config.resize)
         for index in indices
     }
 

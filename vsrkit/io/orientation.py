@@ -117,6 +117,22 @@ def _warn_kept_as_stored(matrix: tuple[int, ...]) -> None:
     logger.warning("The display matrix %s is not a quarter turn or flip; frames are kept as stored.", matrix)
 
 
+def to_stored(frames: np.ndarray, matrix: Sequence[int] | None) -> np.ndarray:
+    """``frames (T, H, W, C)`` as displayed, turned back into the orientation a video with
+    ``matrix`` stores (the inverse of :func:`orient`): how a picture taken upright, a photo or a
+    ground-truth frame, lines up with the stored frames a method works on."""
+    if matrix is None:
+        return frames
+    ops = _operations(matrix)
+    if ops is None:
+        _warn_kept_as_stored(tuple(matrix))
+        return frames
+    return _apply(frames, [_INVERSE.get(op, op) for op in reversed(ops)])
+
+
+_INVERSE = {"clock": "cclock", "cclock": "clock"}  # transposes and flips undo themselves
+
+
 def _apply(frames: np.ndarray, ops: list[str]) -> np.ndarray:
     if not ops:
         return frames

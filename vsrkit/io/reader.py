@@ -156,6 +156,11 @@ class FrameSource:
         return np.dtype(np.uint16 if self._probe.bit_depth > 8 else np.uint8)
 
     @property
+    def display_matrix(self) -> tuple[int, ...] | None:
+        """A video's display matrix (:mod:`vsrkit.io.orientation`), without counting its frames."""
+        return self._probe.display_matrix
+
+    @property
     def has_audio(self) -> bool:
         """Whether a video has an audio stream."""
         return self._probe.has_audio

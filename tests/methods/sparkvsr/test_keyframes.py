@@ -195,6 +195,53 @@ def test_source_gt_reads_frames_of_a_folder(tmp_path):
     assert bool((got[4][:, 12:] == -1).all())
 
 
+def _phone_clip(path, frames: np.ndarray) -> None:
+    """A lossless clip of ``frames (T, H, W, 3)`` stored as given, shown turned clockwise (a
+    phone held upright: display matrix of rotation -90)."""
+    import av
+
+    one = 1 << 16
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264rgb", rate=10)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "rgb24"
+        stream.options = {"qp": "0"}
+        stream.set_display_matrix([0, one, 0, -one, 0, 0, 0, 0, 1 << 30])
+        for frame in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode(None))
+
+
+def test_keyframes_line_up_with_the_stored_frames_of_a_rotated_input(tmp_path):
+    # The input is a phone clip: 20x12 stored, shown 12x20 (portrait). A keyframe photo, a GT
+    # frames folder (both upright) and a GT video with the same rotation must all reach the method
+    # as the input stores its frames: the photo turned back counter-clockwise, the GT video as stored.
+    rng = np.random.default_rng(3)
+    stored = rng.integers(0, 256, (9, 12, 20, 3), dtype=np.uint8)
+    _phone_clip(tmp_path / "in.mp4", stored)
+    shown = np.rot90(stored, k=-1, axes=(1, 2))  # what a player shows: a clockwise quarter turn
+    frames = torch.from_numpy(stored).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    def expected(index):
+        return torch.from_numpy(stored[index]).permute(2, 0, 1).float() / 127.5 - 1
+
+    (tmp_path / "photos").mkdir()
+    write_image(tmp_path / "photos" / "key.png", np.ascontiguousarray(shown[4]))
+    got = _prepare(KeyframesConfig(selector="manual", indices=[4], source="images",
+                                   images=[str(tmp_path / "photos")]), frames, scale=1,
+                   input_path=str(tmp_path / "in.mp4"))
+    torch.testing.assert_close(got[4], expected(4))
+    (tmp_path / "gt").mkdir()
+    for index in range(9):
+        write_image(tmp_path / "gt" / f"{index:03d}.png", np.ascontiguousarray(shown[index]))
+    got = _prepare(KeyframesConfig(source="gt", gt=str(tmp_path / "gt")), frames, scale=1,
+                   input_path=str(tmp_path / "in.mp4"))
+    assert sorted(got) == [0, 4, 8]
+    torch.testing.assert_close(got[8], expected(8))
+    got = _prepare(KeyframesConfig(source="gt", gt=str(tmp_path / "in.mp4")), frames, scale=1,
+                   input_path=str(tmp_path / "in.mp4"))
+    torch.testing.assert_close(got[0], expected(0))
+
+
 def test_source_gt_too_short_fails(tmp_path):
     for i in range(3):
         write_image(tmp_path / f"{i}.png", np.zeros((12, 20, 3), np.uint8))
