@@ -69,8 +69,10 @@ class KeyframesConfig:
         align: Automatic selectors snap indices down to multiples of this (4: one latent frame).
         min_gap: Smallest allowed distance between two keyframes (4, release and training rule).
         images: ``images``: image files, or one folder of images (natural order), paired in order
-            with the selected indices (counts must match).
-        gt: ``gt``: ground-truth video file, folder of frames or image, at the output size.
+            with the selected indices (counts must match). Taken upright (EXIF) and turned the way
+            the input video stores its frames (a phone clip's rotation; :mod:`vsrkit.io.orientation`).
+        gt: ``gt``: ground-truth video file, folder of frames or image, at the output size; taken
+            as displayed and turned like ``images``.
         method: ``method``: registered method name run on the single LR frame (image mode).
         method_options: ``method``: overrides of that method's config fields.
         method_backbone: ``method``: ``BackboneConfig`` fields for a method that needs a backbone
