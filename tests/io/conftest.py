@@ -68,11 +68,17 @@ def write_planar_clip(path: Path, planes: tuple[int, int, int], size: tuple[int,
 
 
 def write_rgb_clip(path: Path, frames: np.ndarray, fps: Fraction = Fraction(25), codec: str = "libx264",
-                   pix_fmt: str = "yuv420p") -> Path:
-    """Encode ``(T, H, W, 3)`` uint8 RGB frames with PyAV's default conversion (test input only)."""
+                   pix_fmt: str = "yuv420p", options: dict | None = None,
+                   display_matrix: list[int] | None = None) -> Path:
+    """Encode ``(T, H, W, 3)`` uint8 RGB frames with PyAV's default conversion (test input only);
+    ``options``: the encoder's (``{"qp": "0"}`` for lossless x264), ``display_matrix``: the
+    stream's rotation/flip, as FFmpeg's 9 ints."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
+        stream.options = dict(options or {})
+        if display_matrix is not None:
+            stream.set_display_matrix(list(display_matrix))
         for index, rgb in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts = index

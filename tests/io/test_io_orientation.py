@@ -43,17 +43,9 @@ def _pattern(seed: int = 0) -> np.ndarray:
     return np.repeat(np.repeat(blocks, 8, 0), 8, 1)
 
 
-def _write_clip(path, matrix, frames: int = 2) -> None:
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv444p"
-        stream.options = {"qp": "0"}
-        stream.set_display_matrix(list(matrix))
-        for index in range(frames):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(_pattern(index), format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+def _write_clip(helpers, path, matrix, frames: int = 2) -> None:
+    helpers.write_rgb_clip(path, np.stack([_pattern(index) for index in range(frames)]), fps=10,
+                           pix_fmt="yuv444p", options={"qp": "0"}, display_matrix=matrix)
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +54,9 @@ def ffmpeg() -> str:
 
 
 @pytest.mark.parametrize("name", sorted(MATRICES))
-def test_frames_match_what_ffmpeg_displays(tmp_path, ffmpeg, name):
+def test_frames_match_what_ffmpeg_displays(tmp_path, ffmpeg, helpers, name):
     clip = tmp_path / f"{name}.mp4"
-    _write_clip(clip, MATRICES[name])
+    _write_clip(helpers, clip, MATRICES[name])
     subprocess.run([ffmpeg, "-v", "error", "-i", str(clip), "-frames:v", "1", str(tmp_path / "shown.png")],
                    check=True)
     shown = read_image(tmp_path / "shown.png")
@@ -108,27 +100,27 @@ def _vsrkit(*args, cwd):
     return subprocess.run([sys.executable, "-m", "vsrkit.cli", *args], cwd=cwd, capture_output=True, text=True)
 
 
-def test_output_size_is_the_displayed_size_and_the_matrix_is_kept(tmp_path):
+def test_output_size_is_the_displayed_size_and_the_matrix_is_kept(tmp_path, helpers):
     # A phone-style clip: 80x48 stored, shown 48x80. io.output_size=96x160 is portrait as shown,
     # so the stored frames are 160x96 and the output keeps the matrix.
-    _write_clip(tmp_path / "phone.mp4", MATRICES["cw90"], frames=3)
+    _write_clip(helpers, tmp_path / "phone.mp4", MATRICES["cw90"], frames=3)
     run = _vsrkit("infer", "method=bicubic", "scale=2", "input=phone.mp4", "output=out.mkv", "io.codec=ffv1",
                   "io.output_size=96x160", "io.output_fit=stretch", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     info = open_source(tmp_path / "out.mkv").info
     assert (info.width, info.height, info.display_matrix) == (160, 96, MATRICES["cw90"])
-    _write_clip(tmp_path / "flat.mp4", MATRICES["half_turn"], frames=3)
+    _write_clip(helpers, tmp_path / "flat.mp4", MATRICES["half_turn"], frames=3)
     run = _vsrkit("infer", "method=bicubic", "scale=2", "input=flat.mp4", "output=flat.mkv", "io.codec=ffv1",
                   "io.output_size=96x160", "io.output_fit=stretch", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert (open_source(tmp_path / "flat.mkv").info.width, open_source(tmp_path / "flat.mkv").info.height) == (96, 160)
 
 
-def test_eval_compares_as_displayed(tmp_path):
+def test_eval_compares_as_displayed(tmp_path, helpers):
     # Ground truth is a rotated video; the prediction, its frames as shown (what `ffmpeg -i gt.mp4
     # %06d.png` gives). As displayed they are the same picture; as stored the sizes differ and
     # centre-cropping compares different pixels.
-    _write_clip(tmp_path / "gt.mp4", MATRICES["cw90"], frames=2)
+    _write_clip(helpers, tmp_path / "gt.mp4", MATRICES["cw90"], frames=2)
     source = open_source(tmp_path / "gt.mp4")
     with FramesWriter(tmp_path / "pred") as writer:
         writer.write(np.rot90(source.read(), k=-1, axes=(1, 2)))
@@ -144,8 +136,8 @@ def test_eval_compares_as_displayed(tmp_path):
     assert psnr_shown > 60 and psnr_stored < 30
 
 
-def test_eval_output_must_be_json_so_an_input_is_never_replaced(tmp_path):
-    _write_clip(tmp_path / "gt.mp4", MATRICES["identity"], frames=1)
+def test_eval_output_must_be_json_so_an_input_is_never_replaced(tmp_path, helpers):
+    _write_clip(helpers, tmp_path / "gt.mp4", MATRICES["identity"], frames=1)
     before = (tmp_path / "gt.mp4").read_bytes()
     run = _vsrkit("eval", "pred=gt.mp4", "gt=gt.mp4", "metric=[psnr]", "output=gt.mp4", cwd=tmp_path)
     assert run.returncode == 2

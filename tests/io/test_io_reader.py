@@ -453,15 +453,7 @@ def test_damaged_and_truncated_are_one_line(tmp_path, dove_002):
 
 def test_a_damaged_first_packet_is_skipped_by_the_probe_too(tmp_path, helpers):
     # An all-intra clip whose first packet is destroyed: the probe must find frame 1, not give up.
-    frames = helpers.gradient_frames(6, 32, 48)
-    clip = tmp_path / "intra.mp4"
-    with av.open(str(clip), "w") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
-        stream.options = {"g": "1", "bf": "0"}
-        for rgb in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-        out.mux(stream.encode(None))
+    clip = helpers.write_rgb_clip(tmp_path / "intra.mp4", helpers.gradient_frames(6, 32, 48), options={"g": "1"})
     bad = _damage_packets(clip, tmp_path / "bad.mp4", {0})
     info = open_source(bad).info
     assert info.num_frames == len(_ffmpeg_frames(bad)) == 5

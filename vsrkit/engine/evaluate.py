@@ -73,7 +73,7 @@ def _frames(path: Path, chunk: int, autorotate: bool):
     from vsrkit.io.orientation import orient
 
     source = open_source(path)
-    matrix = source.info.display_matrix if autorotate else None
+    matrix = source.display_matrix if autorotate else None  # the probe's: no counting decode
     return (orient(c.frames, matrix) for c in source.chunks(chunk))
 
 

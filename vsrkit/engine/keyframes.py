@@ -380,29 +380,26 @@ def source_images(config: KeyframesConfig, indices: list[int], request: Keyframe
             f"`keyframes.images` has {len(files)} image(s) but the selector chose {len(indices)} keyframe(s) "
             f"{indices}; give one image per keyframe (e.g. keyframes.selector=manual keyframes.indices=[...])."
         )
+    stored = _input_orientation(request)
     return {
-        index: fit_keyframe(to_unit_range(_as_input_stores(read_image(path), request)), request.content_hw,
-                            request.out_hw, config.resize)
+        index: fit_keyframe(to_unit_range(stored(read_image(path))), request.content_hw, request.out_hw,
+                            config.resize)
         for index, path in zip(indices, files)
     }
 
 
-def _input_matrix(request: KeyframeRequest) -> tuple[int, ...] | None:
-    """The display matrix of the input video, whose stored frames the keyframes must line up with."""
+def _input_orientation(request: KeyframeRequest) -> Callable[[np.ndarray], np.ndarray]:
+    """``f(image)``: an upright ``(H, W, 3)`` picture turned the way the input video stores its
+    frames, which the keyframes must line up with (a phone's portrait clip is stored as landscape
+    frames plus a rotation; :mod:`vsrkit.io.orientation`). The input is probed once per call."""
+    from vsrkit.io.orientation import to_stored
     from vsrkit.io.reader import open_source
 
-    if request.input_path is None:
-        return None
-    source = open_source(request.input_path)
-    return source.display_matrix if source.kind == "video" else None
-
-
-def _as_input_stores(image: np.ndarray, request: KeyframeRequest) -> np.ndarray:
-    """An upright ``(H, W, 3)`` picture turned the way the input video stores its frames (a phone's
-    portrait clip is stored as landscape frames plus a rotation; :mod:`vsrkit.io.orientation`)."""
-    from vsrkit.io.orientation import to_stored
-
-    return to_stored(image[None], _input_matrix(request))[0]
+    matrix = None
+    if request.input_path is not None:
+        source = open_source(request.input_path)
+        matrix = source.display_matrix if source.kind == "video" else None
+    return lambda image: to_stored(image[None], matrix)[0]
 
 
 def read_frames(path: str, indices: list[int]) -> dict:
@@ -415,9 +412,8 @@ def read_frames(path: str, indices: list[int]) -> dict:
     Raises:
         UserError: The path cannot be read, or it has fewer frames than an index needs.
     """
-    from vsrkit.io.reader import open_source
-
     from vsrkit.io.orientation import orient
+    from vsrkit.io.reader import open_source
 
     source = open_source(path)
     if source.kind == "image":
@@ -442,9 +438,10 @@ def source_gt(config: KeyframesConfig, indices: list[int], request: KeyframeRequ
         raise UserError("`keyframes.gt` must name the ground-truth video or frames folder for `keyframes.source=gt`.")
     last = request.num_frames - 1  # a position in the temporal padding shows the last frame
     frames = read_frames(config.gt, sorted({min(index, last) for index in indices}))
+    stored = _input_orientation(request)
     return {
-        index: fit_keyframe(to_unit_range(_as_input_stores(frames[min(index, last)], request)), request.content_hw,
-                            request.out_hw, config.resize)
+        index: fit_keyframe(to_unit_range(stored(frames[min(index, last)])), request.content_hw, request.out_hw,
+                            config.resize)
         for index in indices
     }
 

@@ -102,18 +102,23 @@ def orient(frames: np.ndarray, matrix: Sequence[int] | None) -> np.ndarray:
     A matrix that is not a multiple of 90 degrees (rare: FFmpeg would rotate and fill the corners
     with black) leaves the frames as stored, with a warning.
     """
+    return _apply(frames, _display_operations(matrix))
+
+
+def _display_operations(matrix: Sequence[int] | None) -> list[str]:
+    """:func:`_operations` for pixels: none for no matrix, and none (with a warning, once per
+    matrix since callers go chunk by chunk) for an angle that is not a quarter turn."""
     if matrix is None:
-        return frames
+        return []
     ops = _operations(matrix)
     if ops is None:
         _warn_kept_as_stored(tuple(matrix))
-        return frames
-    return _apply(frames, ops)
+        return []
+    return ops
 
 
 @functools.lru_cache(maxsize=None)
 def _warn_kept_as_stored(matrix: tuple[int, ...]) -> None:
-    # Once per matrix: callers orient chunk by chunk.
     logger.warning("The display matrix %s is not a quarter turn or flip; frames are kept as stored.", matrix)
 
 
@@ -121,13 +126,7 @@ def to_stored(frames: np.ndarray, matrix: Sequence[int] | None) -> np.ndarray:
     """``frames (T, H, W, C)`` as displayed, turned back into the orientation a video with
     ``matrix`` stores (the inverse of :func:`orient`): how a picture taken upright, a photo or a
     ground-truth frame, lines up with the stored frames a method works on."""
-    if matrix is None:
-        return frames
-    ops = _operations(matrix)
-    if ops is None:
-        _warn_kept_as_stored(tuple(matrix))
-        return frames
-    return _apply(frames, [_INVERSE.get(op, op) for op in reversed(ops)])
+    return _apply(frames, [_INVERSE.get(op, op) for op in reversed(_display_operations(matrix))])
 
 
 _INVERSE = {"clock": "cclock", "cclock": "clock"}  # transposes and flips undo themselves

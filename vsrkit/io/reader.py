@@ -441,37 +441,43 @@ def decode_frames(path: str | os.PathLike, report: DecodeReport | None = None) -
         report.declare(container, stream)
         # Default is SLICE only; AUTO adds frame threading (PyAV cookbook, "Threading").
         stream.thread_type = "AUTO"
-        packets = container.demux(stream)
-        while True:
-            try:
-                packet = next(packets, None)
-            except av.error.FFmpegError as err:
-                report.problem = f"reading failed after packet {report.packets}: {_reason(err)}"
-                break
-            if packet is None or packet.dts is None and packet.size == 0:
-                break  # end of the stream (PyAV ends with an empty flush packet; the flush is below)
-            if packet.is_corrupt:
-                # A partial read at the end of the file (or a packet the demuxer marks as damaged):
-                # decoding it would give a broken frame, and frame threading drops frames after it.
-                report.problem = f"packet {report.packets} is cut short"
-                break
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError as err:
-                report.refuse(err)
-                continue
-            report.packets += 1
-            for frame in frames:
-                report.frames += 1
-                yield frame
-        try:
-            for frame in stream.decode(None):  # frames the decoder still holds (reordering, threads)
-                report.frames += 1
-                yield frame
-        except av.error.FFmpegError as err:
-            report.problem = report.problem or f"flushing the decoder failed: {_reason(err)}"
+        yield from _decode(container, stream, report)
     finally:
         container.close()
+
+
+def _decode(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+            report: DecodeReport) -> Iterator[av.VideoFrame]:
+    """:func:`decode_frames`'s loop on an open container."""
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets, None)
+        except av.error.FFmpegError as err:
+            report.problem = f"reading failed after packet {report.packets}: {_reason(err)}"
+            break
+        if packet is None or packet.dts is None and packet.size == 0:
+            break  # end of the stream (PyAV ends with an empty flush packet; the flush is below)
+        if packet.is_corrupt:
+            # A partial read at the end of the file (or a packet the demuxer marks as damaged):
+            # decoding it would give a broken frame, and frame threading drops frames after it.
+            report.problem = f"packet {report.packets} is cut short"
+            break
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as err:
+            report.refuse(err)
+            continue
+        report.packets += 1
+        for frame in frames:
+            report.frames += 1
+            yield frame
+    try:
+        for frame in stream.decode(None):  # frames the decoder still holds (reordering, threads)
+            report.frames += 1
+            yield frame
+    except av.error.FFmpegError as err:
+        report.problem = report.problem or f"flushing the decoder failed: {_reason(err)}"
 
 
 def _reason(err: av.error.FFmpegError) -> str:
@@ -492,8 +498,11 @@ def _probe_video(path: Path) -> _Probe:
             raise VideoReadError(f"Video {path} is not a readable video: it has no video stream.")
         stream = container.streams.video[0]
         has_audio = bool(container.streams.audio)
-        first, reason = _first_frame(container, stream)
+        report = DecodeReport()
+        # The same loop as reading, so a packet the decoder refuses is skipped here too.
+        first = next(_decode(container, stream, report), None)
         if first is None:
+            reason = report.problem or report.first_damage
             raise VideoReadError(f"Video {path} has no decodable video frames{f' ({reason})' if reason else ''}.")
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         return _Probe(
@@ -509,24 +518,6 @@ def _probe_video(path: Path) -> _Probe:
         )
     finally:
         container.close()
-
-
-def _first_frame(container: av.container.InputContainer, stream: av.video.stream.VideoStream):
-    """``(first decoded frame or None, why the decoder refused a packet or None)``; refused packets
-    are skipped like :func:`decode_frames` skips them, so the probe agrees with the count."""
-    reason = None
-    try:
-        for packet in container.demux(stream):
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError as err:
-                reason = reason or _reason(err)
-                continue
-            if frames:
-                return frames[0], reason
-    except av.error.FFmpegError as err:
-        reason = reason or _reason(err)
-    return None, reason
 
 
 def open_source(path: str | os.PathLike, frames_fps: Fraction | int | None = None) -> FrameSource:
